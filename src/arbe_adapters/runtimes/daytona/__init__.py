@@ -1,0 +1,1 @@
+"""The `daytona` runtime plugin."""

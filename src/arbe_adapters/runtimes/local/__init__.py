@@ -1,0 +1,1 @@
+"""The `local` runtime plugin: sandboxes are directories under the arbe home."""

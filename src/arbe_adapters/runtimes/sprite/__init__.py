@@ -1,0 +1,1 @@
+"""The `sprite` runtime plugin."""

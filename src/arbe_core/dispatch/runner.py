@@ -1,0 +1,619 @@
+"""One dispatch, run to its terminal: preflight, the agent loop, the status."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from arbe_core.chat import ChatMessage, ToolCall, ToolSpec
+from arbe_core.dispatch.redact import Redactor, cut_middle
+from arbe_core.dispatch.tools import (
+    DEFAULT_TIMEOUT_S,
+    DELEGATE_TASK,
+    RUN_COMMAND,
+    parse_arguments,
+)
+from arbe_core.errors import ArbeError, InvalidInput, SandboxNotFound
+from arbe_core.models import (
+    DEFAULT_AGENT,
+    DEFAULT_MODEL,
+    Agent,
+    Dispatch,
+    DispatchState,
+    Entry,
+    EntryKind,
+    Environment,
+    House,
+    Thread,
+)
+from arbe_core.names import split_model_ref
+from arbe_core.ports import ChatModel, Models, Runtime, Runtimes
+from arbe_core.runtime import (
+    ENV_LABEL,
+    HOUSE_LABEL,
+    THREAD_LABEL,
+    SandboxSpec,
+    SandboxState,
+)
+from arbe_core.services._deps import Deps
+from arbe_core.services.agents import AgentService
+from arbe_core.services.environments import EnvironmentService
+from arbe_core.services.secrets import SecretService
+from arbe_core.services.threads import append_entry
+
+__all__ = ["DispatchFailed", "DispatchRunner", "Stopped"]
+
+logger = logging.getLogger("arbe.dispatch")
+
+_MENTION = re.compile(r"(?<![\w@])@([a-z0-9][a-z0-9_-]*)")
+INTERRUPTED = (
+    "interrupted: the worker running this call stopped before it finished; its "
+    "outcome is unknown and arbe did not run it again"
+)
+
+
+class DispatchFailed(ArbeError):
+    """The dispatch cannot go on; the message says what is missing and the fix."""
+
+
+class Stopped(Exception):
+    """The dispatch was cancelled or its lease was lost; stop without a status."""
+
+
+@attrs.define
+class _Work:
+    """What one bot's loop works with."""
+
+    agent: Agent
+    model: ChatModel
+    model_ref: str
+    tools: list[ToolSpec]
+    sandbox_id: str | None
+    runtime: Runtime | None
+    env_vars: dict[str, str]
+    redact: Redactor
+    delegate_of: str | None = None
+
+
+class DispatchRunner:
+    """Run dispatches of one house as worker `owner`."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        house: House,
+        owner: str,
+        runtimes: Runtimes,
+        models: Models,
+        step_limit: int = 30,
+        malformed_limit: int = 3,
+        on_step: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.deps = deps
+        self.house = house
+        self.owner = owner
+        self.runtimes = runtimes
+        self.models = models
+        self.step_limit = step_limit
+        self.malformed_limit = malformed_limit
+        self.on_step = on_step
+        self.agents = AgentService(deps, house, "system", models.providers)
+        self.secrets = SecretService(deps, house, "system")
+        self.envs = EnvironmentService(deps, house, "system", runtimes, models)
+
+    # --- The whole dispatch --------------------------------------------------
+
+    def run(self, dispatch: Dispatch) -> DispatchState:
+        """Run a claimed dispatch to a terminal and record it.
+
+        Returns:
+            The state the dispatch ended in (or its current one if it was
+            cancelled or taken over meanwhile).
+        """
+        logger.info("dispatch %s started (attempt %d)", dispatch.id, dispatch.attempts)
+        try:
+            self._run(dispatch)
+        except Stopped:
+            logger.info("dispatch %s stopped: cancelled or lease lost", dispatch.id)
+            return self._state(dispatch.id)
+        except ArbeError as exc:
+            return self._finish(dispatch, DispatchState.FAILED, exc.message)
+        except Exception as exc:
+            logger.exception("dispatch %s failed with an internal error", dispatch.id)
+            return self._finish(
+                dispatch, DispatchState.FAILED, f"internal error: {type(exc).__name__}"
+            )
+        return self._finish(dispatch, DispatchState.COMPLETED, None)
+
+    def _run(self, dispatch: Dispatch) -> None:
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            thread = uow.threads.get(dispatch.thread_id)
+        if thread is None:
+            raise DispatchFailed(f"Thread {dispatch.thread_id!r} no longer exists.")
+        self._mark_interrupted(thread.id)
+        env = self.envs.get(thread.env) if thread.env else None
+        entries = self._entries(thread.id)
+        agents = self._choose_agents(entries, dispatch)
+        works = [self._prepare(thread, env, agent) for agent in agents]
+        for work in works:
+            messages = self._messages(thread, env, work, self._entries(thread.id))
+            self._loop(thread, work, messages)
+
+    def _finish(
+        self, dispatch: Dispatch, state: DispatchState, error: str | None
+    ) -> DispatchState:
+        now = self.deps.clock.now()
+        body = "completed" if state is DispatchState.COMPLETED else f"failed: {error}"
+        with self.deps.storage.unit_of_work() as uow:
+            current = uow.dispatches.get(dispatch.id)
+            if (
+                current is None
+                or not current.state.live
+                or current.lease_owner != self.owner
+            ):
+                return current.state if current else state
+            append_entry(
+                self.deps,
+                uow,
+                dispatch.thread_id,
+                "system",
+                EntryKind.STATUS,
+                body,
+                {"state": state.value, "dispatch": dispatch.id},
+            )
+            uow.dispatches.finish(dispatch.id, self.owner, state, error, now)
+            self.deps.audit(
+                uow,
+                self.house.id,
+                self.owner,
+                f"dispatch.{state.value}",
+                thread_id=dispatch.thread_id,
+                details={"dispatch": dispatch.id, "error": error},
+            )
+            uow.commit()
+        logger.info("dispatch %s %s", dispatch.id, state.value)
+        return state
+
+    def _state(self, dispatch_id: str) -> DispatchState:
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            current = uow.dispatches.get(dispatch_id)
+        return current.state if current else DispatchState.FAILED
+
+    def _entries(self, thread_id: str) -> list[Entry]:
+        result: list[Entry] = []
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            while True:
+                batch = uow.entries.after(
+                    thread_id, result[-1].seq if result else 0, 5000
+                )
+                result.extend(batch)
+                if len(batch) < 5000:
+                    return result
+
+    def _append(
+        self,
+        thread_id: str,
+        author: str,
+        kind: EntryKind,
+        body: str,
+        data: dict[str, Any],
+    ) -> Entry:
+        with self.deps.storage.unit_of_work() as uow:
+            entry = append_entry(self.deps, uow, thread_id, author, kind, body, data)
+            uow.commit()
+        return entry
+
+    def _check_live(self, dispatch_thread: str) -> None:
+        """Raise `Stopped` when the thread's dispatch is no longer ours to run."""
+        self.on_step()
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            live = uow.dispatches.live_for_thread(dispatch_thread)
+        if live is None or live.lease_owner != self.owner:
+            raise Stopped()
+
+    def _mark_interrupted(self, thread_id: str) -> None:
+        """Give every recorded tool call without a result an `interrupted` result."""
+        entries = self._entries(thread_id)
+        answered = {
+            e.data.get("call_id") for e in entries if e.kind is EntryKind.TOOL_RESULT
+        }
+        for entry in entries:
+            call_id = entry.data.get("call_id")
+            if entry.kind is EntryKind.TOOL_CALL and call_id not in answered:
+                data = {
+                    "call_id": call_id,
+                    "name": entry.data.get("name"),
+                    "interrupted": True,
+                    "exit_code": None,
+                }
+                if entry.data.get("delegate"):
+                    data["delegate"] = entry.data["delegate"]
+                self._append(
+                    thread_id, entry.author, EntryKind.TOOL_RESULT, INTERRUPTED, data
+                )
+                logger.warning("tool call %s marked interrupted", call_id)
+
+    # --- Choosing bots and preflight ----------------------------------------
+
+    def _choose_agents(self, entries: list[Entry], dispatch: Dispatch) -> list[Agent]:
+        """Pick who replies: @-named bots, else the last to reply, else the default."""
+        trigger = next((e for e in entries if e.seq == dispatch.trigger_seq), None)
+        names: list[str] = []
+        if trigger is not None:
+            for name in _MENTION.findall(trigger.body):
+                if name not in names:
+                    names.append(name)
+        agents: list[Agent] = []
+        for name in names:
+            try:
+                agents.append(self.agents.get(name))
+            except ArbeError:
+                continue
+        if agents:
+            return agents
+        for entry in reversed(entries):
+            if entry.author.startswith("bot:") and entry.kind is EntryKind.MESSAGE:
+                try:
+                    return [self.agents.get(entry.author[4:])]
+                except ArbeError:
+                    break
+        return [self.agents.get(DEFAULT_AGENT)]
+
+    def _prepare(self, thread: Thread, env: Environment | None, agent: Agent) -> _Work:
+        """Run the preflight for one bot; report every missing piece at once."""
+        model_ref = thread.model or agent.model or DEFAULT_MODEL
+        problems: list[str] = []
+        key_check = self.envs.model_key_check(model_ref)
+        if not key_check.ok:
+            problems.append(
+                f"{key_check.detail} @ model {model_ref}; fix: {key_check.fix}"
+            )
+        elif key_check.warning:
+            self._append(
+                thread.id,
+                "system",
+                EntryKind.STATUS,
+                f"note: {key_check.detail}",
+                {"state": "note"},
+            )
+
+        env_vars: dict[str, str] = {}
+        if env is not None:
+            for check in self.envs.static_checks(env, agent.name, model_ref)[:-1]:
+                if not check.ok:
+                    problems.append(f"{check.detail} @ {check.name}; fix: {check.fix}")
+            if not problems:
+                env_vars = self._resolve_bindings(thread, env, agent)
+                problems.extend(self._wake_sandbox(env))
+        if problems:
+            raise DispatchFailed("preflight failed: " + " | ".join(problems))
+
+        provider, _ = split_model_ref(model_ref)
+        model = self.models.get(model_ref)
+        runtime = self.runtimes.get(env.runtime) if env else None
+        tools = [RUN_COMMAND, DELEGATE_TASK] if env else []
+        return _Work(
+            agent=agent,
+            model=model,
+            model_ref=model_ref,
+            tools=tools,
+            sandbox_id=env.sandbox_id if env else None,
+            runtime=runtime,
+            env_vars=env_vars,
+            redact=Redactor(env_vars),
+        )
+
+    def _resolve_bindings(
+        self, thread: Thread, env: Environment, agent: Agent
+    ) -> dict[str, str]:
+        values: dict[str, str] = {}
+        resolved: list[dict[str, object]] = []
+        for binding in env.bindings:
+            found = self.secrets.resolve(binding.name, agent=agent.name)
+            if found is None:
+                logger.warning("optional secret %s skipped: not usable", binding.name)
+                continue
+            value, secret = found
+            values[binding.name] = value
+            resolved.append({"name": binding.name, "version": secret.version})
+        with self.deps.storage.unit_of_work() as uow:
+            self.deps.audit(
+                uow,
+                self.house.id,
+                self.owner,
+                "dispatch.resolve",
+                env=env.name,
+                sandbox_id=env.sandbox_id,
+                thread_id=thread.id,
+                details={"agent": agent.name, "secrets": resolved},
+            )
+            uow.commit()
+        return values
+
+    def _wake_sandbox(self, env: Environment) -> list[str]:
+        """Ping the sandbox, starting it once if it is stopped."""
+        assert env.sandbox_id is not None
+        runtime = self.runtimes.get(env.runtime)
+        start_fix = f"arbe sandbox start {env.sandbox_id} --runtime {env.runtime}"
+        try:
+            health = runtime.ping(env.sandbox_id)
+            if health.state in (SandboxState.STOPPED, SandboxState.ARCHIVED):
+                runtime.start(env.sandbox_id)
+                with self.deps.storage.unit_of_work() as uow:
+                    self.deps.audit(
+                        uow,
+                        self.house.id,
+                        self.owner,
+                        "sandbox.start",
+                        env=env.name,
+                        sandbox_id=env.sandbox_id,
+                    )
+                    uow.commit()
+            elif health.state in (
+                SandboxState.GONE,
+                SandboxState.UNREACHABLE,
+                SandboxState.ERROR,
+            ):
+                return [f"sandbox {env.sandbox_id} is {health.state}; fix: {start_fix}"]
+        except SandboxNotFound:
+            return [
+                f"sandbox {env.sandbox_id} is gone; fix: arbe env delete {env.name} "
+                f"&& arbe env create {env.name} --runtime {env.runtime}"
+            ]
+        except ArbeError as exc:
+            return [f"sandbox {env.sandbox_id}: {exc.message}"]
+        return []
+
+    # --- Messages ------------------------------------------------------------
+
+    def _system_prompt(self, env: Environment | None, work: _Work) -> str:
+        lines = [work.agent.instructions]
+        if env is not None:
+            lines.append(
+                f"You work in environment {env.name!r} on runtime {env.runtime}. "
+                "Use run_command to run shell commands in its sandbox."
+            )
+            if env.allowed_repos:
+                lines.append("Allowed repositories: " + ", ".join(env.allowed_repos))
+            if work.env_vars:
+                lines.append(
+                    "Secrets available as environment variables: "
+                    + ", ".join(sorted(work.env_vars))
+                )
+        return "\n\n".join(lines)
+
+    def _messages(
+        self, thread: Thread, env: Environment | None, work: _Work, entries: list[Entry]
+    ) -> list[ChatMessage]:
+        messages = [ChatMessage("system", self._system_prompt(env, work))]
+        for entry in entries:
+            if entry.data.get("delegate") or entry.kind is EntryKind.STATUS:
+                continue
+            if entry.kind is EntryKind.MESSAGE:
+                role = "assistant" if entry.author.startswith("bot:") else "user"
+                messages.append(ChatMessage(role, entry.body))
+            elif entry.kind is EntryKind.TOOL_CALL:
+                call = ToolCall(
+                    str(entry.data.get("call_id")),
+                    str(entry.data.get("name")),
+                    str(entry.data.get("arguments", "")),
+                )
+                last = messages[-1]
+                if last.role == "assistant" and not any(
+                    m.role == "tool" for m in messages[-1:]
+                ):
+                    messages[-1] = ChatMessage(
+                        "assistant", last.content, (*last.tool_calls, call)
+                    )
+                else:
+                    messages.append(ChatMessage("assistant", None, (call,)))
+            elif entry.kind is EntryKind.TOOL_RESULT:
+                messages.append(
+                    ChatMessage(
+                        "tool", entry.body, tool_call_id=str(entry.data.get("call_id"))
+                    )
+                )
+        return messages
+
+    # --- The loop ------------------------------------------------------------
+
+    def _loop(self, thread: Thread, work: _Work, messages: list[ChatMessage]) -> str:
+        """Call the model and run its tools until it answers without tool calls.
+
+        Returns:
+            The bot's last text.
+        """
+        author = f"bot:{work.agent.name}"
+        malformed = 0
+        for _ in range(self.step_limit):
+            self._check_live(thread.id)
+            reply = work.model.complete(messages, work.tools)
+            text = work.redact(reply.text or "")
+            if text.strip():
+                self._append(
+                    thread.id,
+                    author,
+                    EntryKind.MESSAGE,
+                    text,
+                    self._tag(work, {"model": work.model_ref}),
+                )
+            calls = list(reply.tool_calls)
+            messages.append(ChatMessage("assistant", text or None, tuple(calls)))
+            if not calls:
+                return text
+
+            for call in calls:
+                data = self._tag(
+                    work,
+                    {
+                        "call_id": call.id,
+                        "name": call.name,
+                        "arguments": work.redact(call.arguments),
+                    },
+                )
+                self._append(
+                    thread.id,
+                    author,
+                    EntryKind.TOOL_CALL,
+                    f"{call.name} {work.redact(call.arguments)}",
+                    data,
+                )
+            for call in calls:
+                self._check_live(thread.id)
+                body, result_data, ok_args = self._run_tool(thread, work, call)
+                malformed = 0 if ok_args else malformed + 1
+                self._append(
+                    thread.id,
+                    author,
+                    EntryKind.TOOL_RESULT,
+                    body,
+                    self._tag(work, result_data),
+                )
+                messages.append(ChatMessage("tool", body, tool_call_id=call.id))
+            if malformed >= self.malformed_limit:
+                raise DispatchFailed(
+                    f"Model {work.model_ref} sent {malformed} malformed tool calls in a "
+                    "row; try another model with `arbe thread create --model REF`."
+                )
+        raise DispatchFailed(
+            f"Bot {work.agent.name!r} reached the step limit of {self.step_limit} "
+            "without a final answer."
+        )
+
+    @staticmethod
+    def _tag(work: _Work, data: dict[str, Any]) -> dict[str, Any]:
+        if work.delegate_of is not None:
+            data["delegate"] = work.delegate_of
+        return data
+
+    def _run_tool(
+        self, thread: Thread, work: _Work, call: ToolCall
+    ) -> tuple[str, dict[str, Any], bool]:
+        base: dict[str, Any] = {"call_id": call.id, "name": call.name}
+        try:
+            args = parse_arguments(
+                call.name, call.arguments, [t.name for t in work.tools]
+            )
+        except InvalidInput as exc:
+            return (
+                work.redact(f"error: {exc.message}"),
+                {**base, "error": "invalid_arguments"},
+                False,
+            )
+        if call.name == RUN_COMMAND.name:
+            body, data = self._run_command(work, args)
+        else:
+            body, data = self._delegate(thread, work, call, args)
+        return body, {**base, **data}, True
+
+    def _run_command(
+        self, work: _Work, args: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        assert work.runtime is not None and work.sandbox_id is not None
+        timeout = float(args.get("timeout_s", DEFAULT_TIMEOUT_S))
+        try:
+            result = work.runtime.exec(
+                work.sandbox_id,
+                args["command"],
+                cwd=args.get("cwd"),
+                env=work.env_vars,
+                timeout=timeout,
+            )
+        except ArbeError as exc:
+            return work.redact(f"error: {exc.message}"), {
+                "exit_code": None,
+                "error": exc.code,
+            }
+        parts = [
+            f"exit code: {'unknown' if result.exit_code is None else result.exit_code}"
+        ]
+        if result.timed_out:
+            parts.append(
+                f"timed out after {timeout:g} s; the command and its children were killed"
+            )
+        if result.stdout:
+            parts.append(
+                ("output:\n" if result.combined else "stdout:\n") + result.stdout
+            )
+        if result.stderr:
+            parts.append("stderr:\n" + result.stderr)
+        body = cut_middle(work.redact("\n".join(parts)))
+        return body, {
+            "exit_code": result.exit_code,
+            "timed_out": result.timed_out,
+            "duration_s": round(result.duration_s, 3),
+        }
+
+    # --- delegate_task -------------------------------------------------------
+
+    def _delegate(
+        self, thread: Thread, work: _Work, call: ToolCall, args: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        env = self.envs.get(thread.env) if thread.env else None
+        assert env is not None and work.runtime is not None
+        repo = args.get("repo") or (env.allowed_repos[0] if env.allowed_repos else None)
+        if repo is not None and repo not in env.allowed_repos:
+            return (
+                f"error: repo {repo!r} is not in the allowed repos of environment "
+                f"{env.name!r}; add it with `arbe env create --repo` or pick one of: "
+                + (", ".join(env.allowed_repos) or "none"),
+                {"error": "repo_not_allowed"},
+            )
+        spec = SandboxSpec(
+            labels={
+                HOUSE_LABEL: self.house.id,
+                ENV_LABEL: env.name,
+                THREAD_LABEL: thread.id,
+            },
+            repo=repo,
+            auto_stop_minutes=env.auto_stop_minutes,
+        )
+        try:
+            info = work.runtime.provision(spec)
+        except ArbeError as exc:
+            return work.redact(
+                f"error: could not provision a sandbox: {exc.message}"
+            ), {"error": exc.code}
+        self._audit_sandbox("sandbox.provision", env, info.id, thread.id)
+        try:
+            sub = attrs.evolve(
+                work, tools=[RUN_COMMAND], sandbox_id=info.id, delegate_of=call.id
+            )
+            messages = [
+                ChatMessage(
+                    "system",
+                    work.agent.instructions
+                    + "\n\nYou are a helper given one task in a fresh sandbox with "
+                    "the repository cloned. Do the task with run_command, then "
+                    "answer with a short summary of what you did and found.",
+                ),
+                ChatMessage("user", args["task"]),
+            ]
+            summary = self._loop(thread, sub, messages)
+        except DispatchFailed as exc:
+            summary = f"error: the helper stopped: {exc.message}"
+        finally:
+            try:
+                work.runtime.destroy(info.id)
+            finally:
+                self._audit_sandbox("sandbox.destroy", env, info.id, thread.id)
+        return summary or "(the helper gave no summary)", {"sandbox_id": info.id}
+
+    def _audit_sandbox(
+        self, action: str, env: Environment, sandbox_id: str, thread_id: str
+    ) -> None:
+        with self.deps.storage.unit_of_work() as uow:
+            self.deps.audit(
+                uow,
+                self.house.id,
+                self.owner,
+                action,
+                env=env.name,
+                sandbox_id=sandbox_id,
+                thread_id=thread_id,
+            )
+            uow.commit()

@@ -1,0 +1,502 @@
+"""Environments: bindings, allowed repos, the active one, and the preflight."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from arbe_core.errors import (
+    ArbeError,
+    Conflict,
+    EnvironmentNotFound,
+    InvalidInput,
+    SandboxNotFound,
+)
+from arbe_core.models import (
+    DEFAULT_MODEL,
+    Environment,
+    House,
+    SecretAudience,
+    SecretBinding,
+)
+from arbe_core.names import check_secret_name, check_slug, split_model_ref
+from arbe_core.ports import Models, Runtimes
+from arbe_core.runtime import (
+    ENV_LABEL,
+    HOUSE_LABEL,
+    Check,
+    SandboxInfo,
+    SandboxSpec,
+    SandboxState,
+)
+from arbe_core.services._deps import Deps
+from arbe_core.services.secrets import SecretService
+
+__all__ = ["EnvironmentService", "check_repo_url"]
+
+logger = logging.getLogger("arbe.env")
+
+_SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+")
+_URL_SCHEMES = ("https://", "ssh://", "file://", "git://", "http://")
+
+
+def check_repo_url(url: str, path_exists: Callable[[str], bool]) -> str:
+    """Return `url` if git can clone it, else raise `InvalidInput`.
+
+    Accepted: https (and http), ssh, git, `git@host:path`, `file://` URLs and
+    existing local paths.
+    """
+    if url.startswith(_URL_SCHEMES) and len(url.split("://", 1)[1]) > 0:
+        if any(c.isspace() for c in url):
+            raise InvalidInput(f"Invalid repo {url!r}: a URL has no spaces.")
+        return url
+    if _SCP_LIKE.fullmatch(url) or (url and path_exists(url)):
+        return url
+    raise InvalidInput(
+        f"Invalid repo {url!r}: use an https://, ssh://, git@host:path or file:// "
+        "URL, or the path of an existing local repository."
+    )
+
+
+class EnvironmentService:
+    """The environments of one house."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        house: House,
+        actor: str,
+        runtimes: Runtimes,
+        models: Models | None = None,
+        path_exists: Callable[[str], bool] = lambda _: False,
+    ) -> None:
+        self.deps = deps
+        self.house = house
+        self.actor = actor
+        self.runtimes = runtimes
+        self.models = models
+        self.path_exists = path_exists
+        self.secrets = SecretService(deps, house, actor)
+
+    # --- Reading -------------------------------------------------------------
+
+    def list(self) -> list[Environment]:
+        """Return the house's environments."""
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            return uow.environments.list(self.house.id)
+
+    def get(self, name: str) -> Environment:
+        """Return environment `name`, or raise `EnvironmentNotFound`."""
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            env = uow.environments.get(self.house.id, name)
+        if env is None:
+            raise EnvironmentNotFound(name)
+        return env
+
+    def active(self) -> str | None:
+        """Return the name of the house's active environment, or None."""
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            house = uow.houses.get(self.house.id)
+        return house.active_env if house else None
+
+    # --- Creating ------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        runtime: str = "daytona",
+        sandbox: str | None = None,
+        repos: Sequence[str] = (),
+        secrets: Sequence[str] = (),
+        optional_secrets: Sequence[str] = (),
+        auto_stop_minutes: int | None = None,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> tuple[Environment, list[str]]:
+        """Create an environment and bind or provision its sandbox.
+
+        Without `sandbox`, a new sandbox is provisioned on `runtime` with the
+        first repo cloned. With `sandbox`, an existing sandbox of that id or
+        name is bound, and an unknown name is provisioned under that name. If
+        anything fails after provisioning, the sandbox is destroyed and
+        nothing is recorded.
+
+        Returns:
+            The environment, and warnings (such as a bound secret not set yet).
+        """
+        check_slug(name, "environment")
+        self.runtimes.credential_name(runtime)  # raises RuntimeNotFound
+        allowed = tuple(
+            dict.fromkeys(check_repo_url(r, self.path_exists) for r in repos)
+        )
+        bindings, warnings = self._new_bindings(secrets, optional_secrets)
+        if auto_stop_minutes is not None and auto_stop_minutes < 0:
+            raise InvalidInput(
+                f"Invalid auto-stop {auto_stop_minutes}: use 0 (never) or more minutes."
+            )
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            if uow.environments.get(self.house.id, name) is not None:
+                raise Conflict(
+                    f"Environment {name!r} already exists; delete it first with "
+                    f"`arbe env delete {name}`, or pick another name."
+                )
+
+        info, created = self._sandbox_for(
+            name, runtime, sandbox, allowed, auto_stop_minutes, progress
+        )
+        now = self.deps.clock.now()
+        env = Environment(
+            house_id=self.house.id,
+            name=name,
+            runtime=runtime,
+            sandbox_id=info.id,
+            allowed_repos=allowed,
+            bindings=bindings,
+            created_at=now,
+            updated_at=now,
+            auto_stop_minutes=auto_stop_minutes,
+        )
+        try:
+            self._record_new(env, info, created)
+        except BaseException:
+            if created:
+                self._destroy_quietly(runtime, info.id)
+            raise
+        return env, warnings
+
+    def _new_bindings(
+        self, required: Sequence[str], optional: Sequence[str]
+    ) -> tuple[tuple[SecretBinding, ...], list[str]]:
+        bindings: dict[str, SecretBinding] = {}
+        warnings: list[str] = []
+        for names, is_required in ((optional, False), (required, True)):
+            for binding_name in names:
+                check_secret_name(binding_name, "binding")
+                warning = self._check_bindable(binding_name)
+                if warning and warning not in warnings:
+                    warnings.append(warning)
+                bindings[binding_name] = SecretBinding(binding_name, is_required)
+        return tuple(bindings.values()), warnings
+
+    def _check_bindable(self, name: str) -> str | None:
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            secret = uow.secrets.get(self.house.id, name)
+        if secret is None:
+            return (
+                f"secret {name} is not set yet; set it before dispatch with "
+                f"`arbe secret set {name}`."
+            )
+        if secret.audience is SecretAudience.CAPABILITY:
+            raise InvalidInput(
+                f"Secret {name!r} has audience capability and cannot be bound: "
+                "capability secrets are for arbe itself and never enter a sandbox."
+            )
+        return None
+
+    def _sandbox_for(
+        self,
+        env_name: str,
+        runtime_name: str,
+        sandbox: str | None,
+        repos: tuple[str, ...],
+        auto_stop_minutes: int | None,
+        progress: Callable[[str], None],
+    ) -> tuple[SandboxInfo, bool]:
+        runtime = self.runtimes.get(runtime_name)
+        if sandbox is not None:
+            try:
+                return runtime.get(sandbox), False
+            except SandboxNotFound:
+                check_slug(sandbox, "sandbox")
+        spec = SandboxSpec(
+            labels={HOUSE_LABEL: self.house.id, ENV_LABEL: env_name},
+            name=sandbox,
+            repo=repos[0] if repos else None,
+            auto_stop_minutes=auto_stop_minutes,
+        )
+        progress(f"Provisioning a sandbox on {runtime_name}")
+        info = runtime.provision(spec)
+        logger.info("provisioned sandbox %s on %s", info.id, runtime_name)
+        return info, True
+
+    def _record_new(self, env: Environment, info: SandboxInfo, created: bool) -> None:
+        with self.deps.storage.unit_of_work() as uow:
+            if uow.environments.get(self.house.id, env.name) is not None:
+                raise Conflict(f"Environment {env.name!r} was created meanwhile.")
+            uow.environments.save(env)
+            if created:
+                self.deps.audit(
+                    uow,
+                    self.house.id,
+                    self.actor,
+                    "sandbox.provision",
+                    env=env.name,
+                    sandbox_id=info.id,
+                    details={"runtime": env.runtime},
+                )
+            self.deps.audit(
+                uow,
+                self.house.id,
+                self.actor,
+                "env.create",
+                env=env.name,
+                sandbox_id=info.id,
+                details={
+                    "runtime": env.runtime,
+                    "bindings": [b.name for b in env.bindings],
+                    "allowed_repos": list(env.allowed_repos),
+                },
+            )
+            uow.commit()
+
+    def _destroy_quietly(self, runtime_name: str, sandbox_id: str) -> None:
+        try:
+            self.runtimes.get(runtime_name).destroy(sandbox_id)
+        except ArbeError:
+            logger.exception("could not destroy half-made sandbox %s", sandbox_id)
+
+    # --- Changing ------------------------------------------------------------
+
+    def bind(
+        self, env_name: str, name: str, required: bool = True
+    ) -> tuple[Environment, list[str]]:
+        """Bind secret `name`: add it, or change whether it is required."""
+        check_secret_name(name, "binding")
+        warning = self._check_bindable(name)
+        env = self.get(env_name)
+        others = tuple(b for b in env.bindings if b.name != name)
+        updated = self._save_changed(
+            env,
+            "env.bind",
+            bindings=(*others, SecretBinding(name, required)),
+            details={"binding": name, "required": required},
+        )
+        return updated, [warning] if warning else []
+
+    def unbind(self, env_name: str, name: str) -> Environment:
+        """Remove the binding of `name`, or raise `InvalidInput` if not bound."""
+        check_secret_name(name, "binding")
+        env = self.get(env_name)
+        if env.binding(name) is None:
+            raise InvalidInput(
+                f"Secret {name!r} is not bound to environment {env_name!r}; "
+                f"see `arbe env view {env_name}`."
+            )
+        bindings = tuple(b for b in env.bindings if b.name != name)
+        return self._save_changed(
+            env, "env.unbind", bindings=bindings, details={"binding": name}
+        )
+
+    def add_repo(self, env_name: str, url: str) -> Environment:
+        """Add a repo to the environment's allowed repos."""
+        check_repo_url(url, self.path_exists)
+        env = self.get(env_name)
+        repos = tuple(dict.fromkeys((*env.allowed_repos, url)))
+        return self._save_changed(
+            env, "env.add_repo", allowed_repos=repos, details={"repo": url}
+        )
+
+    def _save_changed(
+        self,
+        env: Environment,
+        action: str,
+        details: dict[str, object],
+        **changes: object,
+    ) -> Environment:
+        updated = attrs.evolve(env, updated_at=self.deps.clock.now(), **changes)
+        with self.deps.storage.unit_of_work() as uow:
+            uow.environments.save(updated)
+            self.deps.audit(
+                uow,
+                self.house.id,
+                self.actor,
+                action,
+                env=env.name,
+                sandbox_id=env.sandbox_id,
+                details=details,
+            )
+            uow.commit()
+        return updated
+
+    def use(self, name: str) -> Environment:
+        """Make `name` the house's active environment."""
+        env = self.get(name)
+        with self.deps.storage.unit_of_work() as uow:
+            uow.houses.set_active_env(self.house.id, name)
+            self.deps.audit(uow, self.house.id, self.actor, "env.use", env=name)
+            uow.commit()
+        return env
+
+    def delete(self, name: str, destroy_sandbox: bool = False) -> Environment:
+        """Delete the environment; keep its sandbox unless asked to destroy it.
+
+        Raises:
+            Conflict: a dispatch of the environment is running.
+        """
+        env = self.get(name)
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            live = uow.dispatches.live_for_env(self.house.id, name)
+        if live:
+            raise Conflict(
+                f"Environment {name!r} has a live dispatch ({live[0].id}); wait for "
+                f"it or cancel it with `arbe thread cancel {live[0].thread_id}`."
+            )
+        if destroy_sandbox and env.sandbox_id:
+            self.runtimes.get(env.runtime).destroy(env.sandbox_id)
+        with self.deps.storage.unit_of_work() as uow:
+            uow.environments.delete(self.house.id, name)
+            house = uow.houses.get(self.house.id)
+            if house is not None and house.active_env == name:
+                uow.houses.set_active_env(self.house.id, None)
+            self.deps.audit(
+                uow,
+                self.house.id,
+                self.actor,
+                "env.delete",
+                env=name,
+                sandbox_id=env.sandbox_id,
+                details={"sandbox_destroyed": destroy_sandbox},
+            )
+            if destroy_sandbox and env.sandbox_id:
+                self.deps.audit(
+                    uow,
+                    self.house.id,
+                    self.actor,
+                    "sandbox.destroy",
+                    env=name,
+                    sandbox_id=env.sandbox_id,
+                )
+            uow.commit()
+        return env
+
+    # --- Diagnosing ----------------------------------------------------------
+
+    def diagnose(
+        self, name: str, agent: str = "arbe", model: str | None = None
+    ) -> list[Check]:
+        """Run the dispatch preflight on environment `name` and report every check."""
+        env = self.get(name)
+        checks = self.static_checks(env, agent, model)
+        checks.append(self.sandbox_check(env))
+        return checks
+
+    def static_checks(
+        self, env: Environment, agent: str, model: str | None
+    ) -> list[Check]:
+        """Check bindings, the runtime credential and the model key, all at once."""
+        checks = [self._binding_check(env, b, agent) for b in env.bindings]
+        checks.append(self._runtime_credential_check(env))
+        checks.append(self.model_key_check(model or self._agent_model(agent)))
+        return checks
+
+    def _agent_model(self, agent: str) -> str:
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            found = uow.agents.get(self.house.id, agent)
+        return found.model if found else DEFAULT_MODEL
+
+    def _binding_check(
+        self, env: Environment, binding: SecretBinding, agent: str
+    ) -> Check:
+        label = f"secret {binding.name}"
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            secret = uow.secrets.get(self.house.id, binding.name)
+        fix_set = f"arbe secret set {binding.name} --shared"
+        if secret is None:
+            if not binding.required:
+                return Check(
+                    label, True, "optional and not set; skipped", fix_set, warning=True
+                )
+            return Check(label, False, "required and not set", fix_set)
+        if secret.audience is SecretAudience.CAPABILITY:
+            return Check(
+                label,
+                False,
+                "audience is capability; capability secrets never enter a sandbox",
+                f"arbe env unbind-secret {env.name} {binding.name}",
+            )
+        if not (secret.shared or secret.owner == f"bot:{agent}"):
+            detail = "not shared, so the house's bots cannot use it"
+            fix = f"printf '%s' \"$VALUE\" | arbe secret set {binding.name} --shared"
+            if not binding.required:
+                return Check(label, True, detail + "; skipped", fix, warning=True)
+            return Check(label, False, detail, fix)
+        return Check(label, True, f"set (version {secret.version}, shared)")
+
+    def _runtime_credential_check(self, env: Environment) -> Check:
+        credential = self.runtimes.credential_name(env.runtime)
+        label = f"runtime {env.runtime} credential"
+        if credential is None:
+            return Check(label, True, "none needed")
+        with self.deps.storage.unit_of_work(write=False) as uow:
+            found = uow.secrets.get(self.house.id, credential) is not None
+        if found:
+            return Check(label, True, f"{credential} is set")
+        return Check(
+            label, False, f"{credential} is not set", f"arbe secret set {credential}"
+        )
+
+    def model_key_check(self, model: str) -> Check:
+        """Check that model ref `model` has its provider's key."""
+        label = f"model {model}"
+        if self.models is None:
+            return Check(label, True, "not checked")
+        provider, _ = split_model_ref(model)
+        credential = self.models.credential_name(provider)
+        if credential is None:
+            return Check(label, True, "no key needed")
+        source = self.models.key_source(provider)
+        if source == "house":
+            return Check(label, True, f"{credential} is set")
+        if source == "process":
+            return Check(
+                label,
+                True,
+                f"{credential} comes from this process's environment, not the house",
+                f"arbe secret set {credential} --audience capability",
+                warning=True,
+            )
+        return Check(
+            label, False, f"{credential} is not set", f"arbe secret set {credential}"
+        )
+
+    def sandbox_check(self, env: Environment) -> Check:
+        """Ping the environment's sandbox and report its state."""
+        label = "sandbox"
+        if env.sandbox_id is None:
+            return Check(
+                label, False, "no sandbox recorded", f"arbe env delete {env.name}"
+            )
+        try:
+            health = self.runtimes.get(env.runtime).ping(env.sandbox_id)
+        except SandboxNotFound:
+            return Check(
+                label,
+                False,
+                f"{env.sandbox_id} is gone",
+                f"arbe env delete {env.name} && arbe env create {env.name} --runtime {env.runtime}",
+            )
+        except ArbeError as exc:
+            return Check(label, False, f"{env.sandbox_id}: {exc.message}", None)
+        state = health.state
+        if state is SandboxState.STARTED:
+            return Check(
+                label, True, f"{env.sandbox_id} is started ({health.latency_ms:.0f} ms)"
+            )
+        if state in (
+            SandboxState.STOPPED,
+            SandboxState.ARCHIVED,
+            SandboxState.SLEEPING,
+        ):
+            return Check(
+                label, True, f"{env.sandbox_id} is {state}; dispatch will start it"
+            )
+        if state in (SandboxState.STARTING, SandboxState.CREATING):
+            return Check(label, True, f"{env.sandbox_id} is {state}", warning=True)
+        return Check(
+            label,
+            False,
+            f"{env.sandbox_id} is {state}",
+            f"arbe sandbox start {env.sandbox_id} --runtime {env.runtime}",
+        )
