@@ -1,0 +1,1 @@
+"""Model providers: OpenRouter, OpenAI-compatible endpoints and builtin/shell."""
