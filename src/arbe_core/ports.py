@@ -371,14 +371,29 @@ class UnitOfWork(Protocol):
     back, so a failure midway writes nothing.
     """
 
-    houses: HouseRepository
-    secrets: SecretRepository
-    environments: EnvironmentRepository
-    agents: AgentRepository
-    threads: ThreadRepository
-    entries: EntryRepository
-    dispatches: DispatchRepository
-    audit: AuditRepository
+    @property
+    def houses(self) -> HouseRepository: ...
+
+    @property
+    def secrets(self) -> SecretRepository: ...
+
+    @property
+    def environments(self) -> EnvironmentRepository: ...
+
+    @property
+    def agents(self) -> AgentRepository: ...
+
+    @property
+    def threads(self) -> ThreadRepository: ...
+
+    @property
+    def entries(self) -> EntryRepository: ...
+
+    @property
+    def dispatches(self) -> DispatchRepository: ...
+
+    @property
+    def audit(self) -> AuditRepository: ...
 
     def __enter__(self) -> Self: ...
 

@@ -79,7 +79,7 @@ class Plugins:
 
     def describe(self) -> list[dict[str, object]]:
         """Return each plugin with the runtimes and providers it registered."""
-        result = []
+        result: list[dict[str, object]] = []
         for plugin in self.plugin_names():
             result.append(
                 {
@@ -148,9 +148,7 @@ def load_plugins(
     if allowed is None:
         manager.load_setuptools_entrypoints(hookspecs.PROJECT)
     elif allowed.strip():
-        for name in (part.strip() for part in allowed.split(",")):
-            if name:
-                manager.load_setuptools_entrypoints(hookspecs.PROJECT, name=name)
+        _load_allowed(manager, {p.strip() for p in allowed.split(",") if p.strip()})
     for plugin in extra or []:
         manager.register(plugin)
     manager.check_pending()
@@ -165,3 +163,16 @@ def load_plugins(
     for impl in manager.hook.register_providers.get_hookimpls():
         impl.function(register=provider_registrar(impl.plugin_name))
     return plugins
+
+
+def _load_allowed(manager: pluggy.PluginManager, allowed: set[str]) -> None:
+    """Register the entry points whose name or distribution name is allowed."""
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group=hookspecs.PROJECT):
+        dist = entry_point.dist.name if entry_point.dist else None
+        if entry_point.name not in allowed and dist not in allowed:
+            continue
+        if manager.get_plugin(entry_point.name) is not None:
+            continue
+        manager.register(entry_point.load(), name=entry_point.name)
