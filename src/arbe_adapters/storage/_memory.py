@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import copy
 import threading
 import time
@@ -109,7 +110,7 @@ class _Secrets:
         )
         self.s.versions.setdefault(key, {})[secret.version] = (sealed, record)
 
-    def versions(self, house_id: str, name: str) -> list[SecretVersion]:
+    def versions(self, house_id: str, name: str) -> builtins.list[SecretVersion]:
         current = self.s.secrets.get((house_id, name))
         kept = self.s.versions.get((house_id, name), {})
         return [
@@ -297,8 +298,8 @@ class _Audit:
         secret: str | None = None,
         env: str | None = None,
         thread_id: str | None = None,
-    ) -> list[AuditEvent]:
-        return [
+    ) -> builtins.list[AuditEvent]:
+        found = [
             e
             for e in self.s.audit
             if e.house_id == house_id
@@ -306,6 +307,7 @@ class _Audit:
             and (env is None or e.env == env)
             and (thread_id is None or e.thread_id == thread_id)
         ]
+        return sorted(found, key=lambda e: (e.at, e.id))
 
 
 @final

@@ -102,12 +102,31 @@ CREATE TABLE audit (
 CREATE INDEX audit_by_house ON audit (house_id, at);
 """
 
+# Every entry insert sends NOTIFY arbe_entries with the thread id, in the
+# inserting transaction, so waiters wake when it commits. SQLite has no
+# notifications (its waiters poll), so its side of this migration is empty.
+_NOTIFY_ENTRIES_2 = """
+CREATE FUNCTION arbe_notify_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('arbe_entries', NEW.thread_id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER entries_notify AFTER INSERT ON entries
+    FOR EACH ROW EXECUTE FUNCTION arbe_notify_entry();
+"""
+
 #: Migration number to SQL per engine. Append new numbers; never edit old ones.
+#: SQLite runs a migration statement by statement (see `statements`), so its
+#: SQL has no semicolons inside statements. PostgreSQL runs each migration as
+#: one script, so its SQL may contain function bodies. An empty string is a
+#: migration with nothing to do on that engine; its number is still recorded.
 MIGRATIONS: dict[int, dict[str, str]] = {
     1: {
         "sqlite": _SCHEMA_1.format(blob="BLOB"),
         "postgres": _SCHEMA_1.format(blob="BYTEA"),
     },
+    2: {"sqlite": "", "postgres": _NOTIFY_ENTRIES_2},
 }
 
 LATEST = max(MIGRATIONS)

@@ -7,6 +7,7 @@ them as text compares them as times on both engines.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -182,7 +183,7 @@ class SqlSecrets:
             ),
         )
 
-    def versions(self, house_id: str, name: str) -> list[SecretVersion]:
+    def versions(self, house_id: str, name: str) -> builtins.list[SecretVersion]:
         """Return the kept versions, newest first."""
         current = self.get(house_id, name)
         rows = self.q(
@@ -574,10 +575,10 @@ class SqlAudit:
         secret: str | None = None,
         env: str | None = None,
         thread_id: str | None = None,
-    ) -> list[AuditEvent]:
+    ) -> builtins.list[AuditEvent]:
         """Return the house's events, oldest first, filtered by the given ids."""
         where = ["house_id = ?"]
-        params: list[Any] = [house_id]
+        params: builtins.list[Any] = [house_id]
         for column, value in (
             ("secret", secret),
             ("env", env),

@@ -39,6 +39,15 @@ class SqliteUnitOfWork:
     "database is locked" when it tries to upgrade a read lock.
     """
 
+    houses: repos.SqlHouses
+    secrets: repos.SqlSecrets
+    environments: repos.SqlEnvironments
+    agents: repos.SqlAgents
+    threads: repos.SqlThreads
+    entries: repos.SqlEntries
+    dispatches: repos.SqlDispatches
+    audit: repos.SqlAudit
+
     def __init__(self, path: Path, write: bool) -> None:
         self._path = path
         self._write = write
