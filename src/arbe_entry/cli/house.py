@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from arbe_entry.cli._common import (
@@ -16,6 +18,14 @@ from arbe_entry.cli._common import (
 app = typer.Typer(
     help="Houses: one person's or one team's workspace.", no_args_is_help=True
 )
+token_app = typer.Typer(
+    help="The API token that `arbe serve` asks for off the loopback interface.",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+#: The home-wide setting that contains the SHA-256 of the API token, not the token.
+API_TOKEN_SETTING = "api_token_sha256"  # noqa: S105 - a setting key, not a secret
 
 
 @app.command("create")
@@ -108,6 +118,44 @@ def rotate_key(ctx: typer.Context, json_: JsonOption = False) -> None:
     typer.echo(f"Rewrapped {result['houses']} house key(s) under a new master key.")
     if result.get("new_key"):
         typer.echo(f"New ARBE_MASTER_KEY: {result['new_key']}")
+
+
+def hash_api_token(token: str) -> str:
+    """Return the hex SHA-256 of an API token, as stored in the home.
+
+    One unsalted hash is enough because the token is 32 random bytes, too
+    many to find from the hash by guessing.
+    """
+    import hashlib
+
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@token_app.command("create")
+def token_create(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """Create the API token for `arbe serve` and print it once.
+
+    Only its hash is stored, so a lost token cannot be shown again. A new
+    token replaces the old one, and a running server then rejects the old
+    token and its login sessions.
+    """
+    import secrets
+
+    opened = arbe(ctx)
+    house = opened.house
+    token = "arbe_" + secrets.token_urlsafe(32)
+    with opened.deps.storage.unit_of_work() as uow:
+        uow.houses.set_setting(API_TOKEN_SETTING, hash_api_token(token))
+        opened.deps.audit(uow, house.id, opened.actor, "api_token.create")
+        uow.commit()
+    if json_:
+        print_json({"token": token})
+        return
+    typer.echo(token)
+    sys.stderr.write(
+        "This is the only time the token is shown; store it now. "
+        "Send it as `Authorization: Bearer TOKEN`, or log in with it at /login.\n"
+    )
 
 
 def _house(house: object) -> dict[str, object]:
