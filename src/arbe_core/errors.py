@@ -37,8 +37,8 @@ from __future__ import annotations
 __all__ = [
     "AgentNotFound",
     "ArbeError",
-    "Conflict",
     "ConcurrentUpdate",
+    "Conflict",
     "CredentialMissing",
     "CredentialRejected",
     "CryptoError",
@@ -284,7 +284,7 @@ class OperationTimedOut(Transient):
 
 
 class Unavailable(ArbeError):
-    """Something arbe needs to do the work is missing or does not answer."""
+    """Something arbe needs for the work is missing or does not respond."""
 
     code = "unavailable"
 

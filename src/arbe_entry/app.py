@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     from arbe_core.services.threads import ThreadService
     from arbe_entry.wiring import PluginModels, PluginRuntimes
 
-__all__ = ["Arbe", "open_house", "open_storage"]
+__all__ = ["Arbe", "open_house", "open_storage", "worker_pool_size"]
+
+#: The smallest pool `worker_pool_size` returns: `PostgresStorage`'s default.
+MIN_WORKER_POOL_SIZE = 10
 
 
 class _LazySealer:
@@ -50,7 +53,7 @@ class _LazySealer:
         from arbe_adapters.crypto import AesGcmSealer, load_master_key
 
         key = load_master_key(self._settings.master_key, self._settings.key_path)
-        sealer = AesGcmSealer(key)
+        sealer: Sealer = AesGcmSealer(key)
         pending = self._settings.key_path.with_name(KEY_FILE_PENDING)
         if not self._settings.master_key and pending.exists():
             sealer = self._finish_rotation(sealer, pending)
@@ -103,12 +106,24 @@ def open_storage(settings: Settings) -> Storage:
             raise InvalidInput(msg)
         from arbe_adapters.storage.postgres import PostgresStorage
 
-        return PostgresStorage(url)
+        if settings.pool_size is None:
+            return PostgresStorage(url)
+        return PostgresStorage(url, max_size=settings.pool_size)
 
     from arbe_adapters.storage import SqliteStorage
 
     settings.ensure_home()
     return SqliteStorage(settings.database_path)
+
+
+def worker_pool_size(concurrency: int) -> int:
+    """Return the PostgreSQL pool size for a worker running `concurrency` dispatches.
+
+    Each dispatch thread and its lease heartbeat hold at most one connection
+    at a time, because no unit of work opens another, and the claim loop
+    holds one more. The result is never below `MIN_WORKER_POOL_SIZE`.
+    """
+    return max(MIN_WORKER_POOL_SIZE, 2 * concurrency + 1)
 
 
 class Arbe:
@@ -216,7 +231,12 @@ class Arbe:
         lease_s: float | None = None,
         owner: str | None = None,
     ) -> Worker:
-        """Return a worker that runs this house's dispatches in this process."""
+        """Return a worker that runs this house's dispatches in this process.
+
+        On PostgreSQL, open the house with settings whose `pool_size` is
+        `worker_pool_size(concurrency)`, as `arbe worker` does, so that every
+        dispatch thread finds a free connection.
+        """
         import os
         import socket
 

@@ -39,6 +39,8 @@ class Settings:
     master_key: str | None = attrs.field(default=None, repr=False)
     plugins: str | None = None
     actor: str = "user:local"
+    #: Connections a PostgreSQL storage opens at most; None keeps its default.
+    pool_size: int | None = None
 
     @classmethod
     def from_env(

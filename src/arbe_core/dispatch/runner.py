@@ -30,8 +30,7 @@ from arbe_core.models import (
     House,
     Thread,
 )
-from arbe_core.names import split_model_ref
-from arbe_core.ports import ChatModel, Models, Runtime, Runtimes
+from arbe_core.ports import ChatModel, Models, Runtime, Runtimes, UnitOfWork
 from arbe_core.runtime import (
     ENV_LABEL,
     HOUSE_LABEL,
@@ -116,7 +115,7 @@ class DispatchRunner:
         """
         logger.info("dispatch %s started (attempt %d)", dispatch.id, dispatch.attempts)
         try:
-            self._run(dispatch)
+            return self._run(dispatch)
         except Stopped:
             logger.info("dispatch %s stopped: cancelled or lease lost", dispatch.id)
             return self._state(dispatch.id)
@@ -127,54 +126,96 @@ class DispatchRunner:
             return self._finish(
                 dispatch, DispatchState.FAILED, f"internal error: {type(exc).__name__}"
             )
-        return self._finish(dispatch, DispatchState.COMPLETED, None)
 
-    def _run(self, dispatch: Dispatch) -> None:
+    def _run(self, dispatch: Dispatch) -> DispatchState:
+        """Run the bots on the trigger entry, then on any user entry posted meanwhile."""
         with self.deps.storage.unit_of_work(write=False) as uow:
             thread = uow.threads.get(dispatch.thread_id)
         if thread is None:
             raise DispatchFailed(f"Thread {dispatch.thread_id!r} no longer exists.")
         self._mark_interrupted(thread.id)
         env = self.envs.get(thread.env) if thread.env else None
-        entries = self._entries(thread.id)
-        agents = self._choose_agents(entries, dispatch)
-        works = [self._prepare(thread, env, agent) for agent in agents]
-        for work in works:
-            messages = self._messages(thread, env, work, self._entries(thread.id))
-            self._loop(thread, work, messages)
+        trigger: int | None = dispatch.trigger_seq
+        seen = 0
+        late_after: int | None = None
+        while trigger is not None:
+            agents = self._choose_agents(self._entries(thread.id), trigger)
+            works = [self._prepare(thread, env, agent) for agent in agents]
+            for work in works:
+                entries = self._entries(thread.id)
+                messages = self._messages(env, work, entries, late_after)
+                seen = max(seen, entries[-1].seq if entries else 0)
+                self._loop(thread, work, messages)
+            late_after = seen
+            trigger = self._complete_unless_more(dispatch, seen)
+        return self._state(dispatch.id)
+
+    def _complete_unless_more(self, dispatch: Dispatch, seen: int) -> int | None:
+        """Complete the dispatch, unless a user entry past `seen` still waits.
+
+        Both happen in one transaction with the check, so an entry that
+        `ThreadService.post` adds to this live dispatch is never left
+        unanswered.
+
+        Returns:
+            The seq of the first waiting user entry, or None once completed.
+        """
+        with self.deps.storage.unit_of_work() as uow:
+            last = uow.entries.last_seq(dispatch.thread_id)  # locks the thread
+            seq = seen
+            while seq < last:
+                batch = uow.entries.after(dispatch.thread_id, seq, 1000)
+                for entry in batch:
+                    if entry.kind is EntryKind.MESSAGE and entry.author.startswith(
+                        "user:"
+                    ):
+                        return entry.seq
+                seq = batch[-1].seq if batch else last
+            self._record_end(uow, dispatch, DispatchState.COMPLETED, None)
+        return None
 
     def _finish(
         self, dispatch: Dispatch, state: DispatchState, error: str | None
     ) -> DispatchState:
+        with self.deps.storage.unit_of_work() as uow:
+            return self._record_end(uow, dispatch, state, error)
+
+    def _record_end(
+        self,
+        uow: UnitOfWork,
+        dispatch: Dispatch,
+        state: DispatchState,
+        error: str | None,
+    ) -> DispatchState:
+        """Record the terminal and its status entry, if the lease is still ours."""
         now = self.deps.clock.now()
         body = "completed" if state is DispatchState.COMPLETED else f"failed: {error}"
-        with self.deps.storage.unit_of_work() as uow:
-            current = uow.dispatches.get(dispatch.id)
-            if (
-                current is None
-                or not current.state.live
-                or current.lease_owner != self.owner
-            ):
-                return current.state if current else state
-            append_entry(
-                self.deps,
-                uow,
-                dispatch.thread_id,
-                "system",
-                EntryKind.STATUS,
-                body,
-                {"state": state.value, "dispatch": dispatch.id},
-            )
-            uow.dispatches.finish(dispatch.id, self.owner, state, error, now)
-            self.deps.audit(
-                uow,
-                self.house.id,
-                self.owner,
-                f"dispatch.{state.value}",
-                thread_id=dispatch.thread_id,
-                details={"dispatch": dispatch.id, "error": error},
-            )
-            uow.commit()
+        current = uow.dispatches.get(dispatch.id)
+        if (
+            current is None
+            or not current.state.live
+            or current.lease_owner != self.owner
+        ):
+            return current.state if current else state
+        append_entry(
+            self.deps,
+            uow,
+            dispatch.thread_id,
+            "system",
+            EntryKind.STATUS,
+            body,
+            {"state": state.value, "dispatch": dispatch.id},
+        )
+        uow.dispatches.finish(dispatch.id, self.owner, state, error, now)
+        self.deps.audit(
+            uow,
+            self.house.id,
+            self.owner,
+            f"dispatch.{state.value}",
+            thread_id=dispatch.thread_id,
+            details={"dispatch": dispatch.id, "error": error},
+        )
+        uow.commit()
         logger.info("dispatch %s %s", dispatch.id, state.value)
         return state
 
@@ -207,6 +248,45 @@ class DispatchRunner:
             uow.commit()
         return entry
 
+    def _append_result(
+        self,
+        thread_id: str,
+        call_seq: int,
+        author: str,
+        body: str,
+        data: dict[str, Any],
+    ) -> bool:
+        """Append the result of the tool call recorded at `call_seq`, once.
+
+        A worker that lost its lease may finish a call after the next worker
+        marked it interrupted, and a cancelled dispatch closes its calls while
+        a new dispatch may start. Checking and appending in one transaction
+        keeps every call id at exactly one result.
+
+        Returns:
+            False when the call already had a result, so nothing was added.
+        """
+        call_id = data.get("call_id")
+        with self.deps.storage.unit_of_work() as uow:
+            uow.entries.last_seq(thread_id)  # locks the thread
+            seq = call_seq
+            while True:
+                batch = uow.entries.after(thread_id, seq, 1000)
+                for entry in batch:
+                    if (
+                        entry.kind is EntryKind.TOOL_RESULT
+                        and entry.data.get("call_id") == call_id
+                    ):
+                        return False
+                if len(batch) < 1000:
+                    break
+                seq = batch[-1].seq
+            append_entry(
+                self.deps, uow, thread_id, author, EntryKind.TOOL_RESULT, body, data
+            )
+            uow.commit()
+        return True
+
     def _check_live(self, dispatch_thread: str) -> None:
         """Raise `Stopped` when the thread's dispatch is no longer ours to run."""
         self.on_step()
@@ -232,16 +312,16 @@ class DispatchRunner:
                 }
                 if entry.data.get("delegate"):
                     data["delegate"] = entry.data["delegate"]
-                self._append(
-                    thread_id, entry.author, EntryKind.TOOL_RESULT, INTERRUPTED, data
-                )
-                logger.warning("tool call %s marked interrupted", call_id)
+                if self._append_result(
+                    thread_id, entry.seq, entry.author, INTERRUPTED, data
+                ):
+                    logger.warning("tool call %s marked interrupted", call_id)
 
     # --- Choosing bots and preflight ----------------------------------------
 
-    def _choose_agents(self, entries: list[Entry], dispatch: Dispatch) -> list[Agent]:
+    def _choose_agents(self, entries: list[Entry], trigger_seq: int) -> list[Agent]:
         """Pick who replies: @-named bots, else the last to reply, else the default."""
-        trigger = next((e for e in entries if e.seq == dispatch.trigger_seq), None)
+        trigger = next((e for e in entries if e.seq == trigger_seq), None)
         names: list[str] = []
         if trigger is not None:
             for name in _MENTION.findall(trigger.body):
@@ -286,13 +366,16 @@ class DispatchRunner:
             for check in self.envs.static_checks(env, agent.name, model_ref)[:-1]:
                 if not check.ok:
                     problems.append(f"{check.detail} @ {check.name}; fix: {check.fix}")
-            if not problems:
+            if problems:
+                # Report the sandbox as well, but do not start one for a
+                # dispatch that fails anyway.
+                problems.extend(self._wake_sandbox(env, start=False))
+            else:
                 env_vars = self._resolve_bindings(thread, env, agent)
                 problems.extend(self._wake_sandbox(env))
         if problems:
             raise DispatchFailed("preflight failed: " + " | ".join(problems))
 
-        provider, _ = split_model_ref(model_ref)
         model = self.models.get(model_ref)
         runtime = self.runtimes.get(env.runtime) if env else None
         tools = [RUN_COMMAND, DELEGATE_TASK] if env else []
@@ -334,14 +417,20 @@ class DispatchRunner:
             uow.commit()
         return values
 
-    def _wake_sandbox(self, env: Environment) -> list[str]:
-        """Ping the sandbox, starting it once if it is stopped."""
-        assert env.sandbox_id is not None
+    def _wake_sandbox(self, env: Environment, start: bool = True) -> list[str]:
+        """Ping the sandbox and, with `start`, start it once if it is stopped.
+
+        Returns:
+            The problems found, one line each.
+        """
+        if env.sandbox_id is None:
+            return [f"no sandbox recorded @ environment {env.name}"]
         runtime = self.runtimes.get(env.runtime)
         start_fix = f"arbe sandbox start {env.sandbox_id} --runtime {env.runtime}"
         try:
             health = runtime.ping(env.sandbox_id)
-            if health.state in (SandboxState.STOPPED, SandboxState.ARCHIVED):
+            stopped = health.state in (SandboxState.STOPPED, SandboxState.ARCHIVED)
+            if stopped and start:
                 runtime.start(env.sandbox_id)
                 with self.deps.storage.unit_of_work() as uow:
                     self.deps.audit(
@@ -387,37 +476,64 @@ class DispatchRunner:
         return "\n\n".join(lines)
 
     def _messages(
-        self, thread: Thread, env: Environment | None, work: _Work, entries: list[Entry]
+        self,
+        env: Environment | None,
+        work: _Work,
+        entries: list[Entry],
+        late_after: int | None = None,
     ) -> list[ChatMessage]:
+        """Build the chat for one bot from the thread's entries.
+
+        The chat keeps the shape that chat APIs require, whatever order the
+        entries arrived in. A user entry that arrived while tool calls were
+        open follows their results, and user entries past seq `late_after`
+        (posted during an earlier round of this dispatch) come last. Other
+        bots' messages are user messages that name their author, so only this
+        bot's own words are `assistant` messages.
+        """
+        own = f"bot:{work.agent.name}"
         messages = [ChatMessage("system", self._system_prompt(env, work))]
+        waiting: list[ChatMessage] = []
+        late: list[ChatMessage] = []
+        open_calls: set[str] = set()
         for entry in entries:
             if entry.data.get("delegate") or entry.kind is EntryKind.STATUS:
                 continue
-            if entry.kind is EntryKind.MESSAGE:
-                role = "assistant" if entry.author.startswith("bot:") else "user"
-                messages.append(ChatMessage(role, entry.body))
+            if entry.kind is EntryKind.MESSAGE and entry.author == own:
+                messages.append(ChatMessage("assistant", entry.body))
+            elif entry.kind is EntryKind.MESSAGE:
+                text = entry.body
+                if entry.author.startswith("bot:"):
+                    text = f"(bot {entry.author[4:]} wrote) {text}"
+                message = ChatMessage("user", text)
+                if late_after is not None and entry.seq > late_after:
+                    late.append(message)
+                elif open_calls:
+                    waiting.append(message)
+                else:
+                    messages.append(message)
             elif entry.kind is EntryKind.TOOL_CALL:
                 call = ToolCall(
                     str(entry.data.get("call_id")),
                     str(entry.data.get("name")),
                     str(entry.data.get("arguments", "")),
                 )
+                open_calls.add(call.id)
                 last = messages[-1]
-                if last.role == "assistant" and not any(
-                    m.role == "tool" for m in messages[-1:]
-                ):
+                if last.role == "assistant":
                     messages[-1] = ChatMessage(
                         "assistant", last.content, (*last.tool_calls, call)
                     )
                 else:
                     messages.append(ChatMessage("assistant", None, (call,)))
             elif entry.kind is EntryKind.TOOL_RESULT:
-                messages.append(
-                    ChatMessage(
-                        "tool", entry.body, tool_call_id=str(entry.data.get("call_id"))
-                    )
-                )
-        return messages
+                call_id = str(entry.data.get("call_id"))
+                messages.append(ChatMessage("tool", entry.body, tool_call_id=call_id))
+                open_calls.discard(call_id)
+                if not open_calls:
+                    messages.extend(waiting)
+                    waiting.clear()
+        return [*messages, *waiting, *late]
 
     # --- The loop ------------------------------------------------------------
 
@@ -442,36 +558,43 @@ class DispatchRunner:
                     self._tag(work, {"model": work.model_ref}),
                 )
             calls = list(reply.tool_calls)
-            messages.append(ChatMessage("assistant", text or None, tuple(calls)))
+            # The model gets its calls back as they are stored: redacted.
+            shown = tuple(
+                attrs.evolve(c, arguments=work.redact.json_text(c.arguments))
+                for c in calls
+            )
+            messages.append(ChatMessage("assistant", text or None, shown))
             if not calls:
                 return text
 
+            recorded: list[tuple[ToolCall, int]] = []
             for call in calls:
                 data = self._tag(
                     work,
                     {
                         "call_id": call.id,
                         "name": call.name,
-                        "arguments": work.redact(call.arguments),
+                        "arguments": work.redact.json_text(call.arguments),
                     },
                 )
-                self._append(
+                entry = self._append(
                     thread.id,
                     author,
                     EntryKind.TOOL_CALL,
-                    f"{call.name} {work.redact(call.arguments)}",
+                    f"{call.name} {data['arguments']}",
                     data,
                 )
-            for call in calls:
-                self._check_live(thread.id)
-                body, result_data, ok_args = self._run_tool(thread, work, call)
+                recorded.append((call, entry.seq))
+            for index, (call, call_seq) in enumerate(recorded):
+                try:
+                    self._check_live(thread.id)
+                    body, result_data, ok_args = self._run_tool(thread, work, call)
+                except BaseException as exc:
+                    self._close_calls(thread.id, author, work, recorded[index:], exc)
+                    raise
                 malformed = 0 if ok_args else malformed + 1
-                self._append(
-                    thread.id,
-                    author,
-                    EntryKind.TOOL_RESULT,
-                    body,
-                    self._tag(work, result_data),
+                self._append_result(
+                    thread.id, call_seq, author, body, self._tag(work, result_data)
                 )
                 messages.append(ChatMessage("tool", body, tool_call_id=call.id))
             if malformed >= self.malformed_limit:
@@ -483,6 +606,41 @@ class DispatchRunner:
             f"Bot {work.agent.name!r} reached the step limit of {self.step_limit} "
             "without a final answer."
         )
+
+    def _close_calls(
+        self,
+        thread_id: str,
+        author: str,
+        work: _Work,
+        pending: list[tuple[ToolCall, int]],
+        error: BaseException,
+    ) -> None:
+        """Record a result for each unfinished call of a step as the dispatch stops.
+
+        After a lost lease nothing is written: the worker that took the
+        dispatch over marks these calls interrupted.
+        """
+        if isinstance(error, Stopped):
+            with self.deps.storage.unit_of_work(write=False) as uow:
+                live = uow.dispatches.live_for_thread(thread_id)
+            if live is not None:
+                return
+            reason = "the dispatch was cancelled"
+        elif isinstance(error, ArbeError):
+            reason = f"the dispatch failed: {error.message}"
+        else:
+            reason = (
+                f"the dispatch failed with an internal error ({type(error).__name__})"
+            )
+        for call, call_seq in pending:
+            data = {"call_id": call.id, "name": call.name, "exit_code": None}
+            self._append_result(
+                thread_id,
+                call_seq,
+                author,
+                work.redact(f"error: not completed because {reason}"),
+                self._tag(work, {**data, "error": "stopped"}),
+            )
 
     @staticmethod
     def _tag(work: _Work, data: dict[str, Any]) -> dict[str, Any]:
@@ -594,8 +752,8 @@ class DispatchRunner:
                 ChatMessage("user", args["task"]),
             ]
             summary = self._loop(thread, sub, messages)
-        except DispatchFailed as exc:
-            summary = f"error: the helper stopped: {exc.message}"
+        except ArbeError as exc:
+            summary = work.redact(f"error: the helper stopped: {exc.message}")
         finally:
             try:
                 work.runtime.destroy(info.id)

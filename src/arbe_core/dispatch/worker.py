@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 
 from arbe_core.dispatch.runner import DispatchRunner
@@ -112,9 +112,21 @@ class Worker:
                     continue
                 if once and not running and not self._has_waiting():
                     break
-                self.stop_event.wait(self.poll_s)
+                if len(running) >= self.concurrency:
+                    # Claim again as soon as a slot frees, not a poll later.
+                    wait(running, timeout=self.poll_s, return_when=FIRST_COMPLETED)
+                else:
+                    self.stop_event.wait(self.poll_s)
         return count
 
     def _has_waiting(self) -> bool:
+        """Tell whether a dispatch is queued or still runs under a lease.
+
+        A `--once` worker keeps polling while another worker's lease is
+        live: if that worker died, its dispatch becomes claimable here when
+        the lease expires, instead of waiting for the next worker to start.
+        """
+        now = self.deps.clock.now()
         with self.deps.storage.unit_of_work(write=False) as uow:
-            return uow.dispatches.count_queued(self.house_id) > 0
+            queued = uow.dispatches.count_queued(self.house_id) > 0
+            return queued or uow.dispatches.has_live_lease(self.house_id, now)

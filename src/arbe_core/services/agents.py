@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from arbe_core.errors import AgentNotFound, Conflict, InvalidInput
+from arbe_core.errors import AgentNotFound, ConcurrentUpdate, Conflict, InvalidInput
 from arbe_core.models import DEFAULT_AGENT, DEFAULT_MODEL, Agent, House
 from arbe_core.names import check_model_ref, check_slug
 from arbe_core.services._deps import Deps
@@ -37,7 +37,21 @@ class AgentService:
         return check_model_ref(ref, self.providers())
 
     def ensure_default(self) -> Agent:
-        """Return the default bot `arbe`, creating it on first use."""
+        """Return the default bot `arbe`, creating it on first use.
+
+        Several workers may run a new house's first dispatches at once. The
+        ones whose insert loses that race read the bot the winner stored.
+        """
+        try:
+            return self._get_or_create_default()
+        except ConcurrentUpdate:
+            with self.deps.storage.unit_of_work(write=False) as uow:
+                agent = uow.agents.get(self.house.id, DEFAULT_AGENT)
+            if agent is None:
+                raise
+            return agent
+
+    def _get_or_create_default(self) -> Agent:
         with self.deps.storage.unit_of_work() as uow:
             agent = uow.agents.get(self.house.id, DEFAULT_AGENT)
             if agent is None:

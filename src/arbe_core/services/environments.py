@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
@@ -23,7 +25,7 @@ from arbe_core.models import (
     SecretBinding,
 )
 from arbe_core.names import check_secret_name, check_slug, split_model_ref
-from arbe_core.ports import Models, Runtimes
+from arbe_core.ports import Models, Runtime, Runtimes
 from arbe_core.runtime import (
     ENV_LABEL,
     HOUSE_LABEL,
@@ -39,6 +41,9 @@ __all__ = ["EnvironmentService", "check_repo_url"]
 
 logger = logging.getLogger("arbe.env")
 
+#: The largest auto-stop a signed 32-bit integer holds, so that every store
+#: and runtime API can take it.
+MAX_AUTO_STOP_MINUTES = 2**31 - 1
 _SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+")
 _URL_SCHEMES = ("https://", "ssh://", "file://", "git://", "http://")
 
@@ -114,14 +119,15 @@ class EnvironmentService:
         optional_secrets: Sequence[str] = (),
         auto_stop_minutes: int | None = None,
         progress: Callable[[str], None] = lambda _: None,
-    ) -> tuple[Environment, list[str]]:
+    ) -> tuple[Environment, builtins.list[str]]:
         """Create an environment and bind or provision its sandbox.
 
         Without `sandbox`, a new sandbox is provisioned on `runtime` with the
         first repo cloned. With `sandbox`, an existing sandbox of that id or
         name is bound, and an unknown name is provisioned under that name. If
-        anything fails after provisioning, the sandbox is destroyed and
-        nothing is recorded.
+        provisioning or recording fails, nothing is recorded and a sandbox
+        made by this call is destroyed. When the house has no active
+        environment, the new one becomes active.
 
         Returns:
             The environment, and warnings (such as a bound secret not set yet).
@@ -132,9 +138,12 @@ class EnvironmentService:
             dict.fromkeys(check_repo_url(r, self.path_exists) for r in repos)
         )
         bindings, warnings = self._new_bindings(secrets, optional_secrets)
-        if auto_stop_minutes is not None and auto_stop_minutes < 0:
+        if auto_stop_minutes is not None and not (
+            0 <= auto_stop_minutes <= MAX_AUTO_STOP_MINUTES
+        ):
             raise InvalidInput(
-                f"Invalid auto-stop {auto_stop_minutes}: use 0 (never) or more minutes."
+                f"Invalid auto-stop {auto_stop_minutes}: use 0 (never) or up to "
+                f"{MAX_AUTO_STOP_MINUTES} minutes."
             )
         with self.deps.storage.unit_of_work(write=False) as uow:
             if uow.environments.get(self.house.id, name) is not None:
@@ -162,15 +171,15 @@ class EnvironmentService:
             self._record_new(env, info, created)
         except BaseException:
             if created:
-                self._destroy_quietly(runtime, info.id)
+                self._destroy_quietly(self.runtimes.get(runtime), info.id)
             raise
         return env, warnings
 
     def _new_bindings(
         self, required: Sequence[str], optional: Sequence[str]
-    ) -> tuple[tuple[SecretBinding, ...], list[str]]:
+    ) -> tuple[tuple[SecretBinding, ...], builtins.list[str]]:
         bindings: dict[str, SecretBinding] = {}
-        warnings: list[str] = []
+        warnings: builtins.list[str] = []
         for names, is_required in ((optional, False), (required, True)):
             for binding_name in names:
                 check_secret_name(binding_name, "binding")
@@ -216,16 +225,59 @@ class EnvironmentService:
             repo=repos[0] if repos else None,
             auto_stop_minutes=auto_stop_minutes,
         )
+        before = self._labelled_sandboxes(runtime, spec)
         progress(f"Provisioning a sandbox on {runtime_name}")
-        info = runtime.provision(spec)
+        try:
+            info = runtime.provision(spec)
+        except BaseException:
+            self._destroy_leftovers(runtime, spec, before)
+            raise
         logger.info("provisioned sandbox %s on %s", info.id, runtime_name)
         return info, True
+
+    @staticmethod
+    def _labelled_sandboxes(runtime: Runtime, spec: SandboxSpec) -> set[str] | None:
+        """Return the ids of the runtime's sandboxes that carry the spec's labels.
+
+        None means the runtime could not list them.
+        """
+        try:
+            found = runtime.list()
+        except ArbeError:
+            logger.warning("could not list the sandboxes of %s", runtime.name)
+            return None
+        return {
+            info.id
+            for info in found
+            if all(info.labels.get(k) == v for k, v in spec.labels.items())
+        }
+
+    def _destroy_leftovers(
+        self, runtime: Runtime, spec: SandboxSpec, before: set[str] | None
+    ) -> None:
+        """Destroy sandboxes that a failed `provision` made and left behind.
+
+        The runtime port requires `provision` to clean up after itself, and
+        this catches a runtime that does not. Only sandboxes with the spec's labels
+        that did not exist before the call are destroyed.
+        """
+        if before is None:
+            return
+        after = self._labelled_sandboxes(runtime, spec)
+        for sandbox_id in sorted((after or set()) - before):
+            logger.warning(
+                "destroying sandbox %s left by a failed provision", sandbox_id
+            )
+            self._destroy_quietly(runtime, sandbox_id)
 
     def _record_new(self, env: Environment, info: SandboxInfo, created: bool) -> None:
         with self.deps.storage.unit_of_work() as uow:
             if uow.environments.get(self.house.id, env.name) is not None:
                 raise Conflict(f"Environment {env.name!r} was created meanwhile.")
             uow.environments.save(env)
+            house = uow.houses.get(self.house.id)
+            if house is not None and house.active_env is None:
+                uow.houses.set_active_env(self.house.id, env.name)
             if created:
                 self.deps.audit(
                     uow,
@@ -251,62 +303,76 @@ class EnvironmentService:
             )
             uow.commit()
 
-    def _destroy_quietly(self, runtime_name: str, sandbox_id: str) -> None:
+    @staticmethod
+    def _destroy_quietly(runtime: Runtime, sandbox_id: str) -> None:
+        # This runs while another error propagates, which must not be masked.
         try:
-            self.runtimes.get(runtime_name).destroy(sandbox_id)
-        except ArbeError:
+            runtime.destroy(sandbox_id)
+        except Exception:
             logger.exception("could not destroy half-made sandbox %s", sandbox_id)
 
     # --- Changing ------------------------------------------------------------
 
     def bind(
         self, env_name: str, name: str, required: bool = True
-    ) -> tuple[Environment, list[str]]:
+    ) -> tuple[Environment, builtins.list[str]]:
         """Bind secret `name`: add it, or change whether it is required."""
         check_secret_name(name, "binding")
         warning = self._check_bindable(name)
-        env = self.get(env_name)
-        others = tuple(b for b in env.bindings if b.name != name)
-        updated = self._save_changed(
-            env,
-            "env.bind",
-            bindings=(*others, SecretBinding(name, required)),
-            details={"binding": name, "required": required},
+
+        def add(env: Environment) -> dict[str, Any]:
+            others = tuple(b for b in env.bindings if b.name != name)
+            return {"bindings": (*others, SecretBinding(name, required))}
+
+        updated = self._change(
+            env_name, "env.bind", add, {"binding": name, "required": required}
         )
         return updated, [warning] if warning else []
 
     def unbind(self, env_name: str, name: str) -> Environment:
         """Remove the binding of `name`, or raise `InvalidInput` if not bound."""
         check_secret_name(name, "binding")
-        env = self.get(env_name)
-        if env.binding(name) is None:
-            raise InvalidInput(
-                f"Secret {name!r} is not bound to environment {env_name!r}; "
-                f"see `arbe env view {env_name}`."
-            )
-        bindings = tuple(b for b in env.bindings if b.name != name)
-        return self._save_changed(
-            env, "env.unbind", bindings=bindings, details={"binding": name}
-        )
+
+        def remove(env: Environment) -> dict[str, Any]:
+            if env.binding(name) is None:
+                raise InvalidInput(
+                    f"Secret {name!r} is not bound to environment {env_name!r}; "
+                    f"see `arbe env view {env_name}`."
+                )
+            return {"bindings": tuple(b for b in env.bindings if b.name != name)}
+
+        return self._change(env_name, "env.unbind", remove, {"binding": name})
 
     def add_repo(self, env_name: str, url: str) -> Environment:
         """Add a repo to the environment's allowed repos."""
         check_repo_url(url, self.path_exists)
-        env = self.get(env_name)
-        repos = tuple(dict.fromkeys((*env.allowed_repos, url)))
-        return self._save_changed(
-            env, "env.add_repo", allowed_repos=repos, details={"repo": url}
-        )
 
-    def _save_changed(
+        def add(env: Environment) -> dict[str, Any]:
+            return {"allowed_repos": tuple(dict.fromkeys((*env.allowed_repos, url)))}
+
+        return self._change(env_name, "env.add_repo", add, {"repo": url})
+
+    def _change(
         self,
-        env: Environment,
+        env_name: str,
         action: str,
+        change: Callable[[Environment], dict[str, Any]],
         details: dict[str, object],
-        **changes: object,
     ) -> Environment:
-        updated = attrs.evolve(env, updated_at=self.deps.clock.now(), **changes)
+        """Apply `change` to the environment as it is now, and record it.
+
+        The read and the write share one transaction, so two changes at once
+        (two binds, say) cannot lose either, and a deleted environment is not
+        saved back.
+
+        Raises:
+            EnvironmentNotFound: no environment has the name.
+        """
         with self.deps.storage.unit_of_work() as uow:
+            env = uow.environments.get(self.house.id, env_name)
+            if env is None:
+                raise EnvironmentNotFound(env_name)
+            updated = attrs.evolve(env, updated_at=self.deps.clock.now(), **change(env))
             uow.environments.save(updated)
             self.deps.audit(
                 uow,
@@ -375,7 +441,7 @@ class EnvironmentService:
 
     def diagnose(
         self, name: str, agent: str = "arbe", model: str | None = None
-    ) -> list[Check]:
+    ) -> builtins.list[Check]:
         """Run the dispatch preflight on environment `name` and report every check."""
         env = self.get(name)
         checks = self.static_checks(env, agent, model)
@@ -384,7 +450,7 @@ class EnvironmentService:
 
     def static_checks(
         self, env: Environment, agent: str, model: str | None
-    ) -> list[Check]:
+    ) -> builtins.list[Check]:
         """Check bindings, the runtime credential and the model key, all at once."""
         checks = [self._binding_check(env, b, agent) for b in env.bindings]
         checks.append(self._runtime_credential_check(env))
@@ -434,7 +500,10 @@ class EnvironmentService:
         if found:
             return Check(label, True, f"{credential} is set")
         return Check(
-            label, False, f"{credential} is not set", f"arbe secret set {credential}"
+            label,
+            False,
+            f"{credential} is not set",
+            f"arbe secret set {credential} --audience capability",
         )
 
     def model_key_check(self, model: str) -> Check:
@@ -458,7 +527,10 @@ class EnvironmentService:
                 warning=True,
             )
         return Check(
-            label, False, f"{credential} is not set", f"arbe secret set {credential}"
+            label,
+            False,
+            f"{credential} is not set",
+            f"arbe secret set {credential} --audience capability",
         )
 
     def sandbox_check(self, env: Environment) -> Check:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from arbe_core.errors import (
     ConcurrentUpdate,
     SecretNotFound,
@@ -140,7 +142,7 @@ class SecretService:
             uow.commit()
         return secret
 
-    def history(self, name: str) -> list[SecretVersion]:
+    def history(self, name: str) -> builtins.list[SecretVersion]:
         """Return the kept versions of the secret, newest first."""
         self.view(name)
         with self.deps.storage.unit_of_work() as uow:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from typing import Any
 
@@ -149,7 +150,9 @@ class ThreadService:
             uow.commit()
         return entry, dispatch
 
-    def entries(self, thread_id: str, after: int = 0, limit: int = 1000) -> list[Entry]:
+    def entries(
+        self, thread_id: str, after: int = 0, limit: int = 1000
+    ) -> builtins.list[Entry]:
         """Return the thread's entries past seq `after`."""
         self.get(thread_id)
         with self.deps.storage.unit_of_work(write=False) as uow:

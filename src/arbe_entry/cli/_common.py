@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -53,6 +54,8 @@ def to_jsonable(value: Any) -> Any:
     """Turn models, enums and times into plain JSON values."""
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
     if hasattr(value, "to_dict"):
         return to_jsonable(value.to_dict())
     if hasattr(value, "__attrs_attrs__"):
@@ -64,7 +67,7 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     if isinstance(value, str | int | float | bool) or value is None:
-        return value if not hasattr(value, "value") else value.value
+        return value
     return str(value)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +15,7 @@ from arbe_entry.cli._common import (
     JsonOption,
     alias,
     arbe,
+    note,
     print_fields,
     print_json,
     print_table,
@@ -136,12 +140,22 @@ def create(
 ) -> None:
     """Create an environment and provision (or bind) its sandbox."""
     service = arbe(ctx).environments
-    with spinner(f"Creating environment {name}") as progress:
+    with contextlib.ExitStack() as stack:
+        # The spinner starts when provisioning does, so an invalid input
+        # prints only its error on stderr.
+        update: list[Callable[[str], None]] = []
+
+        def progress(message: str) -> None:
+            if not update:
+                update.append(stack.enter_context(spinner(message)))
+            else:
+                update[0](message)
+
         env, warnings = service.create(
             name,
             runtime=runtime,
             sandbox=sandbox,
-            repos=repo or [],
+            repos=[_absolute_if_local(r) for r in repo or []],
             secrets=secret or [],
             optional_secrets=optional_secret or [],
             auto_stop_minutes=auto_stop,
@@ -149,12 +163,27 @@ def create(
         )
     for message in warnings:
         warn(message)
+    active = service.active()
     if json_:
-        print_json({**env_dict(env, service.active()), "warnings": warnings})
-    else:
-        typer.echo(
-            f"Created environment {env.name} with sandbox {env.sandbox_id} on {env.runtime}."
-        )
+        print_json({**env_dict(env, active), "warnings": warnings})
+        return
+    typer.echo(
+        f"Created environment {env.name} with sandbox {env.sandbox_id} on {env.runtime}."
+    )
+    if active == env.name:
+        note(f"{env.name} is the active environment; `thread create` uses it.")
+
+
+def _absolute_if_local(repo: str) -> str:
+    """Return an existing local path as an absolute path, anything else unchanged.
+
+    A relative path would resolve against the working directory of whichever
+    process clones it later, such as a worker running `delegate_task`.
+    """
+    if "://" in repo:
+        return repo
+    path = Path(repo).expanduser()
+    return str(path.resolve()) if path.exists() else repo
 
 
 @app.command("bind-secret")

@@ -6,9 +6,11 @@ import signal
 import sys
 from typing import Annotated
 
+import attrs
 import typer
 
-from arbe_entry.cli._common import JsonOption, arbe, print_json, print_table
+from arbe_entry.app import worker_pool_size
+from arbe_entry.cli._common import JsonOption, arbe, print_json, print_table, state
 
 audit_app = typer.Typer(help="The append-only audit trail.", no_args_is_help=True)
 
@@ -27,7 +29,12 @@ def worker(
     json_: JsonOption = False,
 ) -> None:
     """Claim the house's queued dispatches and run them."""
-    opened = arbe(ctx)
+    # Size the PostgreSQL pool for the dispatch and heartbeat threads before
+    # the house, and with it the storage, is opened.
+    cli_state = state(ctx)
+    pool_size = worker_pool_size(concurrency)
+    cli_state.settings = attrs.evolve(cli_state.settings, pool_size=pool_size)
+    opened = cli_state.arbe
     # A worker with the wrong master key must fail before it claims anything.
     opened.houses.check_master_key()
     runner = opened.worker(concurrency=concurrency, lease_s=lease)
@@ -77,9 +84,17 @@ def plugins(ctx: typer.Context, json_: JsonOption = False) -> None:
     print_table(
         ["plugin", "runtimes", "providers"],
         [
-            [d["plugin"], ", ".join(d["runtimes"]), ", ".join(d["providers"])]
+            [
+                d["plugin"],
+                ", ".join(
+                    r.name for r in loaded.runtimes.values() if r.plugin == d["plugin"]
+                ),
+                ", ".join(
+                    p.name for p in loaded.providers.values() if p.plugin == d["plugin"]
+                ),
+            ]
             for d in described
-        ],  # type: ignore[arg-type]
+        ],
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -11,7 +10,16 @@ import typer
 from typer.core import TyperGroup
 
 from arbe_core.errors import InvalidInput, SandboxNotFound
-from arbe_core.runtime import HOUSE_LABEL, SandboxInfo, SandboxSpec
+from arbe_core.ports import Runtime
+from arbe_core.runtime import (
+    HOUSE_LABEL,
+    THREAD_LABEL,
+    Check,
+    SandboxInfo,
+    SandboxSpec,
+    SandboxState,
+)
+from arbe_entry.app import Arbe
 from arbe_entry.cli._common import (
     JsonOption,
     alias,
@@ -53,7 +61,7 @@ RuntimeOption = Annotated[
 IdArgument = Annotated[str, typer.Argument(help="Sandbox id or name.")]
 
 
-def _runtime(ctx: typer.Context, name: str) -> Any:
+def _runtime(ctx: typer.Context, name: str) -> Runtime:
     return arbe(ctx).runtimes.get(name)
 
 
@@ -97,12 +105,7 @@ def _print_info(info: SandboxInfo) -> None:
         ("id", info.id),
         ("name", info.name),
         ("runtime", info.runtime),
-        (
-            "state",
-            info.state
-            if info.raw_state in (None, str(info.state))
-            else f"{info.state} ({info.raw_state})",
-        ),
+        ("state", _state_text(info)),
         ("created", info.created_at),
         ("workdir", info.workdir),
         ("labels", ", ".join(f"{k}={v}" for k, v in sorted(info.labels.items()))),
@@ -134,12 +137,10 @@ def stop(
     json_: JsonOption = False,
 ) -> None:
     """Stop a sandbox (sprites sleep by themselves; there it reports the status)."""
-    info = _runtime(ctx, runtime).stop(sandbox_id)
+    runtime_ = _runtime(ctx, runtime)
+    info = runtime_.stop(sandbox_id)
     _audit(ctx, "sandbox.stop", info.id, runtime)
-    if json_:
-        print_json(info.to_dict())
-    else:
-        typer.echo(f"Sandbox {info.id} is {info.state}.")
+    _report_lifecycle(runtime_, info, json_)
 
 
 @app.command("start")
@@ -149,13 +150,34 @@ def start(
     runtime: RuntimeOption = BARE_RUNTIME,
     json_: JsonOption = False,
 ) -> None:
-    """Start a sandbox and wait until it is started."""
-    info = _runtime(ctx, runtime).start(sandbox_id)
+    """Start a sandbox and wait until it is started.
+
+    A sprite wakes by itself on the next command, so for sprites this only
+    reports the status.
+    """
+    runtime_ = _runtime(ctx, runtime)
+    info = runtime_.start(sandbox_id)
     _audit(ctx, "sandbox.start", info.id, runtime)
+    _report_lifecycle(runtime_, info, json_)
+
+
+def _report_lifecycle(runtime_: Runtime, info: SandboxInfo, json_: bool) -> None:
     if json_:
         print_json(info.to_dict())
-    else:
-        typer.echo(f"Sandbox {info.id} is {info.state}.")
+        return
+    typer.echo(f"Sandbox {info.id} is {_state_text(info)}.")
+    if not runtime_.capabilities.stop_start:
+        note(
+            f"Runtime {runtime_.name} has no stop or start, because its sandboxes "
+            "sleep when idle and wake on the next command. Nothing was changed."
+        )
+
+
+def _state_text(info: SandboxInfo) -> str:
+    """Return the state, with the runtime's own word for it when that differs."""
+    if info.raw_state in (None, str(info.state)):
+        return str(info.state)
+    return f"{info.state} ({info.raw_state})"
 
 
 @app.command("destroy")
@@ -192,11 +214,16 @@ alias(app, ["rm", "del"], destroy)
 def _parse_age(text: str) -> timedelta:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     number, unit = text[:-1], text[-1:]
-    if unit not in units or not number.isdigit():
-        raise InvalidInput(
-            f"Invalid age {text!r}: use a number and s, m, h or d, such as 1h."
-        )
-    return timedelta(seconds=int(number) * units[unit])
+    invalid = InvalidInput(
+        f"Invalid --older-than value {text!r}: use a whole number and a unit of "
+        "s, m, h or d, such as 30m or 2d."
+    )
+    if unit not in units or not number.isascii() or not number.isdigit():
+        raise invalid
+    try:
+        return timedelta(seconds=int(number) * units[unit])
+    except OverflowError:
+        raise invalid from None
 
 
 @app.command("gc")
@@ -212,46 +239,63 @@ def gc(
     json_: JsonOption = False,
 ) -> None:
     """List, then destroy, house sandboxes no environment or running dispatch uses."""
-    opened = arbe(ctx)
     age = _parse_age(older_than)
-    runtime_ = opened.runtimes.get(runtime)
-    used = {e.sandbox_id for e in opened.environments.list() if e.runtime == runtime}
-    now = datetime.now(UTC)
-    with opened.deps.storage.unit_of_work(write=False) as uow:
-        live_threads = {
-            d.thread_id
-            for e in opened.environments.list()
-            for d in uow.dispatches.live_for_env(opened.house.id, e.name)
-        }
-    leftovers = []
-    for info in runtime_.list():
-        if info.id in used or info.labels.get(HOUSE_LABEL) != opened.house.id:
-            continue
-        if info.labels.get("arbe.thread") in live_threads:
-            continue
-        created = _created(info)
-        if created is not None and now - created < age:
-            continue
-        leftovers.append(info)
+    runtime_ = _runtime(ctx, runtime)
+    leftovers = _find_leftovers(arbe(ctx), runtime, runtime_, age)
+
     destroyed = []
     if yes:
         for info in leftovers:
             if runtime_.destroy(info.id):
                 _audit(ctx, "sandbox.destroy", info.id, runtime)
             destroyed.append(info.id)
+
     if json_:
         print_json(
             {"leftovers": [i.to_dict() for i in leftovers], "destroyed": destroyed}
         )
         return
+    if not leftovers:
+        typer.echo("No leftover sandboxes.")
+        return
     print_table(
         ["id", "name", "state", "created"],
         [[i.id, i.name, i.state, i.created_at] for i in leftovers],
     )
-    if not leftovers:
-        typer.echo("No leftover sandboxes.")
-    elif not yes:
-        note(f"{len(leftovers)} leftover sandbox(es); destroy them with --yes.")
+    if yes:
+        typer.echo(f"Destroyed {len(destroyed)} leftover sandbox(es).")
+    else:
+        note(
+            f"{len(leftovers)} leftover sandbox(es); run the command again with "
+            "--yes to destroy them."
+        )
+
+
+def _find_leftovers(
+    opened: Arbe, runtime: str, runtime_: Runtime, age: timedelta
+) -> list[SandboxInfo]:
+    """Return the house's sandboxes older than `age` that nothing uses."""
+    envs = opened.environments.list()
+    used = {e.sandbox_id for e in envs if e.runtime == runtime}
+    with opened.deps.storage.unit_of_work(write=False) as uow:
+        live_threads = {
+            d.thread_id
+            for e in envs
+            for d in uow.dispatches.live_for_env(opened.house.id, e.name)
+        }
+
+    now = datetime.now(UTC)
+    leftovers = []
+    for info in runtime_.list():
+        if info.id in used or info.labels.get(HOUSE_LABEL) != opened.house.id:
+            continue
+        if info.labels.get(THREAD_LABEL) in live_threads:
+            continue
+        created = _created(info)
+        if created is not None and now - created < age:
+            continue
+        leftovers.append(info)
+    return leftovers
 
 
 def _created(info: SandboxInfo) -> datetime | None:
@@ -275,7 +319,7 @@ def setup(ctx: typer.Context, json_: JsonOption = False) -> None:
     checks = runtime_.diagnose()
     failed = [c for c in checks if not c.ok]
     if failed:
-        _report_checks(checks, json_)
+        _report_checks(checks, json_, BARE_RUNTIME)
         raise typer.Exit(1)
     try:
         info = runtime_.get(DEFAULT_SPRITE)
@@ -296,7 +340,9 @@ def setup(ctx: typer.Context, json_: JsonOption = False) -> None:
         )
         return
     verb = "Created" if created else "Found"
-    typer.echo(f"Token accepted. {verb} sprite {info.name} ({info.state}).")
+    typer.echo(
+        f"Token accepted. {verb} sprite {info.name} ({info.id}), {_state_text(info)}."
+    )
 
 
 @app.command("ping")
@@ -305,8 +351,10 @@ def ping(
     name: Annotated[str, typer.Argument(help="Sprite id or name.")] = DEFAULT_SPRITE,
     json_: JsonOption = False,
 ) -> None:
-    """Report a sprite's status and how long the answer took."""
-    started = time.monotonic()
+    """Report a sprite's status and the API call's latency.
+
+    Exits 1 when the Sprites API cannot be reached.
+    """
     health = arbe(ctx).runtimes.get(BARE_RUNTIME).ping(name)
     if json_:
         print_json(
@@ -317,35 +365,42 @@ def ping(
                 "detail": health.detail,
             }
         )
-        return
-    typer.echo(
-        f"{name}: {health.state} ({health.latency_ms:.0f} ms){' ' + health.detail if health.detail else ''}"
-    )
-    del started
+    else:
+        detail = f" ({health.detail})" if health.detail else ""
+        typer.echo(f"{name}: {health.state}, {health.latency_ms:.0f} ms{detail}")
+    if health.state is SandboxState.UNREACHABLE:
+        raise typer.Exit(1)
 
 
-def _report_checks(checks: list[Any], json_: bool) -> None:
+def _report_checks(checks: list[Check], json_: bool, runtime: str) -> None:
+    failed = [c for c in checks if not c.ok]
     if json_:
-        print_json(
-            {"ok": all(c.ok for c in checks), "checks": [c.to_dict() for c in checks]}
+        print_json({"ok": not failed, "checks": [c.to_dict() for c in checks]})
+    else:
+        print_table(
+            ["check", "result", "detail", "fix"],
+            [
+                [c.name, _result(c), c.detail, c.fix if _result(c) != "ok" else ""]
+                for c in checks
+            ],
         )
-        return
-    print_table(
-        ["check", "result", "detail", "fix"],
-        [
-            [c.name, "ok" if c.ok else "FAILED", c.detail, "" if c.ok else c.fix]
-            for c in checks
-        ],
-    )
+    if failed:
+        note(f"{len(failed)} check(s) failed on runtime {runtime}.")
+
+
+def _result(check: Check) -> str:
+    if not check.ok:
+        return "FAILED"
+    return "warning" if check.warning else "ok"
 
 
 @app.command("diagnose")
 def diagnose(
     ctx: typer.Context, runtime: RuntimeOption = BARE_RUNTIME, json_: JsonOption = False
 ) -> None:
-    """Check the runtime's token, API and each sprite; exit 1 on any failure."""
+    """Check a runtime's credential, API and sandboxes; exit 1 on any failure."""
     checks = arbe(ctx).runtimes.get(runtime).diagnose()
-    _report_checks(checks, json_)
+    _report_checks(checks, json_, runtime)
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
 
@@ -381,6 +436,9 @@ def env(
                 "variables": rows,
             }
         )
+        return
+    if not rows:
+        typer.echo(f"Environment {name} binds no secrets.")
         return
     print_table(
         ["name", "value", "required", "status"],

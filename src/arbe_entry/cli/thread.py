@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from arbe_core.errors import InvalidInput
 from arbe_core.models import Dispatch, DispatchState, Entry, EntryKind, Thread
 from arbe_entry.cli._common import (
     JsonOption,
@@ -164,7 +165,7 @@ def entries_create(
 ) -> None:
     """Append a user entry; a dispatch is queued if none is live."""
     if text == "-":
-        text = sys.stdin.read()
+        text = _read_stdin_text()
     opened = arbe(ctx)
     entry, dispatch = opened.threads.post(thread_id, text)
     started = False
@@ -184,6 +185,15 @@ def entries_create(
         typer.echo(
             f"{entry.id} (seq {entry.seq}); dispatch {dispatch.id} {dispatch.state.value}"
         )
+
+
+def _read_stdin_text() -> str:
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            "The entry text on stdin is not UTF-8 text; send UTF-8 text."
+        ) from None
 
 
 def _print_entry(entry: Entry) -> None:
