@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from arbe_core.errors import EnvironmentNotFound, InvalidInput
-from arbe_core.models import DEFAULT_MODEL, Dispatch, DispatchState, Entry
+from arbe_core.models import DEFAULT_MODEL, Dispatch, DispatchState, Entry, EntryKind
 from arbe_entry.cli._common import arbe, note, print_json
 from arbe_entry.cli.thread import _print_entry, entry_dict
 
@@ -109,6 +109,7 @@ def quickstart(
     )
 
     final = _run_and_follow(opened, thread.id, json_)
+    exit_code = _last_exit_code(opened.threads.entries(thread.id, limit=1_000_000))
     ok = final is not None and final.state is DispatchState.COMPLETED
     summary = {
         "house": opened.house.name,
@@ -117,6 +118,7 @@ def quickstart(
         "thread_id": thread.id,
         "model": model,
         "state": final.state.value if final else None,
+        "exit_code": exit_code,
         "remove": f"arbe env delete {env.name} --destroy-sandbox",
     }
     if json_:
@@ -129,6 +131,18 @@ def quickstart(
     )
     if not ok:
         raise typer.Exit(1)
+    if not use_model and exit_code != 0:
+        note(f"The test command exited with {exit_code}; see its output above.")
+        raise typer.Exit(1)
+
+
+def _last_exit_code(entries: list[Entry]) -> int | None:
+    """Return the exit code of the thread's last command, or None."""
+    for entry in reversed(entries):
+        if entry.kind is EntryKind.TOOL_RESULT:
+            code = entry.data.get("exit_code")
+            return code if isinstance(code, int) else None
+    return None
 
 
 def _environment(opened: object, repo_path: Path):  # type: ignore[no-untyped-def]
