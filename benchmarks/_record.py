@@ -32,7 +32,10 @@ def machine() -> str:
 
 
 def time_command(
-    argv: Sequence[str], runs: int, env: Mapping[str, str] | None = None, warmup: int = 2
+    argv: Sequence[str],
+    runs: int,
+    env: Mapping[str, str] | None = None,
+    warmup: int = 2,
 ) -> list[float]:
     """Run `argv` `runs` times and return the wall times in milliseconds."""
     times = []
@@ -58,5 +61,9 @@ def write_section(name: str, body: str) -> None:
     block = f"{start}\n{body.rstrip()}\n{end}"
     text = PAGE.read_text() if PAGE.exists() else "# Benchmarks\n"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
     PAGE.write_text(text)
