@@ -28,7 +28,7 @@ class Redactor:
 
     Longer values are matched first, so a value that is a prefix of another
     cannot leave the longer one's tail behind. A runtime cuts long output to
-    a head and a tail before arbe sees it, so a value can be cut in two at the
+    a head and a tail before the redactor gets it, so a value can be cut in two at the
     omission marker. The piece of a value that ends the text before a marker,
     or starts the text after one, is replaced as well. That masks any text
     there that happens to match the start or end of a value too.
@@ -70,26 +70,26 @@ class Redactor:
         return "".join(parts)
 
     def _mask_end(self, text: str) -> str:
-        kept = text.rstrip(_REPLACEMENT)
+        trimmed = text.rstrip(_REPLACEMENT)
         best, name = 0, ""
         for needle, needle_name in self._names.items():
-            size = _prefix_overlap(kept, needle)
+            size = _prefix_overlap(trimmed, needle)
             if size > best:
                 best, name = size, needle_name
         if not best:
             return text
-        return f"{kept[: len(kept) - best]}***{name}***"
+        return f"{trimmed[: len(trimmed) - best]}***{name}***"
 
     def _mask_start(self, text: str) -> str:
-        kept = text.lstrip(_REPLACEMENT)
+        trimmed = text.lstrip(_REPLACEMENT)
         best, name = 0, ""
         for needle, needle_name in self._names.items():
-            size = _prefix_overlap(kept[::-1], needle[::-1])
+            size = _prefix_overlap(trimmed[::-1], needle[::-1])
             if size > best:
                 best, name = size, needle_name
         if not best:
             return text
-        return f"***{name}***{kept[best:]}"
+        return f"***{name}***{trimmed[best:]}"
 
     def json_text(self, text: str) -> str:
         """Return JSON text, such as tool-call arguments, with every bound value replaced.

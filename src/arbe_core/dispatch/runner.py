@@ -559,11 +559,11 @@ class DispatchRunner:
                 )
             calls = list(reply.tool_calls)
             # The model gets its calls back as they are stored: redacted.
-            shown = tuple(
+            redacted_calls = tuple(
                 attrs.evolve(c, arguments=work.redact.json_text(c.arguments))
                 for c in calls
             )
-            messages.append(ChatMessage("assistant", text or None, shown))
+            messages.append(ChatMessage("assistant", text or None, redacted_calls))
             if not calls:
                 return text
 

@@ -188,9 +188,15 @@ def destroy(
     json_: JsonOption = False,
 ) -> None:
     """Destroy a sandbox; destroying one that is already gone is not an error."""
-    existed = _runtime(ctx, runtime).destroy(sandbox_id)
+    runtime_ = _runtime(ctx, runtime)
+    # The audit trail needs the id, and the user may have given a name.
+    try:
+        target = runtime_.get(sandbox_id).id
+    except SandboxNotFound:
+        target = sandbox_id
+    existed = runtime_.destroy(target)
     if existed:
-        _audit(ctx, "sandbox.destroy", sandbox_id, runtime)
+        _audit(ctx, "sandbox.destroy", target, runtime)
     if json_:
         print_json(
             {
