@@ -909,3 +909,39 @@ def test_fake_callable_step_sees_request(fake_openrouter: FakeOpenRouter) -> Non
     assert second.text == "Done."
     assert len(seen) == 1
     assert fake_openrouter.pending == 0
+
+
+class TestCallDeadline:
+    """One model call ends at its deadline, however the provider trickles."""
+
+    def test_keepalive_trickle_stops_at_deadline(
+        self, fake_openrouter: FakeOpenRouter
+    ) -> None:
+        """Keep-alive comments that never end in a reply fail within the deadline."""
+        from arbe_core.errors import Transient
+        from tests.fakes.openrouter import Stream, comment
+
+        fake_openrouter.always(Stream(comment() * 200, piece_size=16, pause=0.05))
+        model = make_model(fake_openrouter, call_deadline=1.0, max_attempts=3)
+        started = time.monotonic()
+
+        with pytest.raises(Transient, match="no complete reply within 1 s"):
+            model.complete([ChatMessage("user", "hi")], [])
+
+        assert time.monotonic() - started < 3.0
+
+    def test_silent_provider_stops_at_deadline(
+        self, fake_openrouter: FakeOpenRouter
+    ) -> None:
+        """A reply that never starts streaming fails within the deadline too."""
+        from arbe_core.errors import Transient
+        from tests.fakes.openrouter import Stream, comment
+
+        fake_openrouter.always(Stream(comment() * 3, piece_size=4, pause=5.0))
+        model = make_model(fake_openrouter, call_deadline=1.0, max_attempts=2)
+        started = time.monotonic()
+
+        with pytest.raises(Transient, match="no complete reply within 1 s"):
+            model.complete([ChatMessage("user", "hi")], [])
+
+        assert time.monotonic() - started < 3.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,13 +23,17 @@ from arbe_adapters.llm._failures import (
 )
 from arbe_adapters.llm._wire import ReplyBuilder, WireError, find_error, request_body
 from arbe_core.chat import ChatMessage, ChatReply, ProviderContext, ToolSpec
-from arbe_core.errors import InvalidInput
+from arbe_core.errors import InvalidInput, Transient
 
 __all__ = ["DEFAULT_TIMEOUT", "ChatCompletionsModel"]
 
 #: Connect, write and pool timeouts, and a longer read timeout because a
 #: model may think for minutes before its first token.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, read=300.0)
+#: Seconds one `complete` call may take in all, retries and keep-alive
+#: comments included, so a provider that never finishes cannot hold a
+#: dispatch for longer.
+DEFAULT_CALL_DEADLINE_S = 900.0
 
 
 class ChatCompletionsModel:
@@ -73,6 +78,7 @@ class ChatCompletionsModel:
         transport: httpx.BaseTransport | None = None,
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        call_deadline: float = DEFAULT_CALL_DEADLINE_S,
     ) -> None:
         if max_attempts < 1:
             msg = f"max_attempts must be at least 1, got {max_attempts}."
@@ -88,6 +94,8 @@ class ChatCompletionsModel:
         self._transport = transport
         self._client = client
         self._sleep = sleep
+        self._call_deadline = call_deadline
+        self._deadline = time.monotonic() + call_deadline
 
     @property
     def ref(self) -> str:
@@ -122,6 +130,7 @@ class ChatCompletionsModel:
             Unavailable: the account is out of credits (402).
         """
         body = request_body(self.model, messages, tools, self._extra_body())
+        self._deadline = time.monotonic() + self._call_deadline
         with self._open_client() as client:
             return self._complete_with_retries(client, body)
 
@@ -174,7 +183,8 @@ class ChatCompletionsModel:
             raise failure.error from failure.__cause__
 
         delay = self._backoff(attempt, failure.retry_after)
-        over_budget = waited + delay > self._max_total_wait
+        past_deadline = time.monotonic() + delay > self._deadline
+        over_budget = waited + delay > self._max_total_wait or past_deadline
         if attempt >= self._max_attempts or over_budget:
             self._log_call(failure.status, attempt, None)
             next_delay = delay if attempt < self._max_attempts else None
@@ -220,16 +230,53 @@ class ChatCompletionsModel:
 
     def _attempt(self, client: httpx.Client, body: Mapping[str, object]) -> ChatReply:
         url = f"{self.base_url}/chat/completions"
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._past_deadline()
         try:
             with client.stream(
-                "POST", url, json=body, headers=self._headers()
+                "POST",
+                url,
+                json=body,
+                headers=self._headers(),
+                timeout=self._attempt_timeout(remaining),
             ) as response:
-                return self._read(response)
+                # Keep-alive comments reset the read timeout, so a watchdog
+                # closes a response that is still open at the deadline.
+                watchdog = threading.Timer(remaining, response.close)
+                watchdog.daemon = True
+                watchdog.start()
+                try:
+                    return self._read(response)
+                except (httpx.HTTPError, httpx.StreamError) as exc:
+                    if time.monotonic() >= self._deadline:
+                        raise self._past_deadline() from exc
+                    raise
+                finally:
+                    watchdog.cancel()
         except httpx.RequestError as exc:
+            if time.monotonic() >= self._deadline:
+                raise self._past_deadline() from exc
             reason = type(exc).__name__
             if str(exc):
                 reason += f": {self._scrub(str(exc))}"
             raise Failure("transport", "transport", reason) from exc
+
+    def _attempt_timeout(self, remaining: float) -> httpx.Timeout:
+        """Cap each socket read at the time left, so a silent server ends in time."""
+        base = httpx.Timeout(self._timeout)
+        read = remaining if base.read is None else min(base.read, remaining)
+        return httpx.Timeout(
+            connect=base.connect, read=read, write=base.write, pool=base.pool
+        )
+
+    def _past_deadline(self) -> Failure:
+        error = Transient(
+            f"Model {self.ref} sent no complete reply within "
+            f"{self._call_deadline:.0f} s; try again later or pick another model "
+            "with `arbe thread create --model REF`."
+        )
+        return Failure("deadline", "final", "no complete reply in time", error=error)
 
     def _read(self, response: httpx.Response) -> ChatReply:
         if not response.is_success:
