@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from arbe_core.errors import EnvironmentNotFound, InvalidInput, ThreadNotFound
@@ -164,12 +164,17 @@ class ThreadService:
             return uow.dispatches.latest_for_thread(thread_id)
 
     def follow(
-        self, thread_id: str, after: int = 0, poll: float = 1.0
+        self,
+        thread_id: str,
+        after: int = 0,
+        poll: float = 1.0,
+        on_idle: Callable[[], None] | None = None,
     ) -> Iterator[Entry | Dispatch]:
         """Yield the entries past `after`, then new ones until the dispatch ends.
 
         The last item yielded is the dispatch in its terminal state (or the
-        latest dispatch when none is live).
+        latest dispatch when none is live). `on_idle` is called after each
+        wait that brought nothing new.
         """
         self.get(thread_id)
         seq = after
@@ -187,6 +192,8 @@ class ThreadService:
                     yield dispatch
                 return
             self.deps.storage.wait_for_entries(thread_id, seq, poll)
+            if on_idle is not None:
+                on_idle()
 
     def cancel(self, thread_id: str) -> Dispatch:
         """Cancel the thread's live dispatch; the worker stops at its next step."""

@@ -80,6 +80,8 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Print rows as aligned columns on stdout (plain text, no colour)."""
     table = [[_cell(c) for c in row] for row in rows]
     if not table:
+        # stdout stays empty for scripts; a person still sees an answer.
+        sys.stderr.write("(none)\n")
         return
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
     lines = [

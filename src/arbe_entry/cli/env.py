@@ -264,9 +264,23 @@ alias(app, ["rm", "del"], delete)
 
 
 @app.command("diagnose")
-def diagnose(ctx: typer.Context, name: EnvArgument, json_: JsonOption = False) -> None:
+def diagnose(
+    ctx: typer.Context,
+    name: EnvArgument,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Check this model ref's key instead of the default bot's model, "
+            "e.g. builtin/shell."
+        ),
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
     """Run the dispatch preflight: bindings, credentials, model key, sandbox."""
-    checks = arbe(ctx).environments.diagnose(name)
+    opened = arbe(ctx)
+    if model is not None:
+        opened.agents.check_model(model)
+    checks = opened.environments.diagnose(name, model=model)
     failed = [c for c in checks if not c.ok]
     if json_:
         print_json(

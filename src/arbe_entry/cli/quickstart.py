@@ -36,6 +36,8 @@ def test_command(repo: Path) -> str:
         if (repo / "src" / "arbe_core").exists():
             return f"{python} -m pytest -q -p no:cacheprovider tests/unit"
         return f"{python} -m pytest -q -p no:cacheprovider"
+    if any(repo.glob("test_*.py")) or any(repo.glob("tests/test_*.py")):
+        return f"{python} -m pytest -q -p no:cacheprovider"
     if (repo / "package.json").exists():
         return "npm test"
     if (repo / "Cargo.toml").exists():
@@ -45,7 +47,9 @@ def test_command(repo: Path) -> str:
     makefile = repo / "Makefile"
     if makefile.exists() and "test:" in makefile.read_text(errors="replace"):
         return "make test"
-    return "ls -la && git log --oneline -5"
+    # No test runner was recognised: show the tree so the run still says
+    # something, and `--command` sets the real one.
+    return "echo 'No test command recognised; give one with --command.' && ls -la"
 
 
 def quickstart(
@@ -151,10 +155,19 @@ def _environment(opened: object, repo_path: Path):  # type: ignore[no-untyped-de
     assert isinstance(opened, Arbe)
     try:
         env = opened.environments.get(ENV_NAME)
+    except EnvironmentNotFound:
+        env = None
+    if env is not None and env.allowed_repos[:1] == (str(repo_path),):
         note(f"Reusing environment {ENV_NAME}.")
         return env
-    except EnvironmentNotFound:
-        pass
+    if env is not None:
+        # quickstart owns this environment, so it is replaced, not reused on
+        # another repository.
+        note(
+            f"Replacing environment {ENV_NAME} (it was on "
+            f"{', '.join(env.allowed_repos) or 'no repo'})."
+        )
+        opened.environments.delete(ENV_NAME, destroy_sandbox=True)
     note(f"Creating environment {ENV_NAME} on the local runtime with {repo_path}...")
     env, _ = opened.environments.create(
         ENV_NAME, runtime="local", repos=[str(repo_path)]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Annotated
 
 import typer
 
 from arbe_core.errors import InvalidInput
 from arbe_core.models import Dispatch, DispatchState, Entry, EntryKind, Thread
+from arbe_entry.app import Arbe
 from arbe_entry.cli._common import (
     JsonOption,
     alias,
@@ -25,6 +27,10 @@ entries_app = typer.Typer(help="Entries of a thread.", no_args_is_help=True)
 app.add_typer(entries_app, name="entries")
 
 ThreadArgument = Annotated[str, typer.Argument(help="Thread id (thr_...).")]
+
+
+def _state(dispatch: Dispatch | None) -> str | None:
+    return dispatch.state.value if dispatch is not None else None
 
 
 def thread_dict(thread: Thread, dispatch: Dispatch | None = None) -> dict[str, object]:
@@ -101,12 +107,23 @@ def list_(
     """List the newest threads first."""
     service = arbe(ctx).threads
     threads = service.list(limit)
+    dispatches = {t.id: service.dispatch(t.id) for t in threads}
     if json_:
-        print_json([thread_dict(t) for t in threads])
+        print_json([thread_dict(t, dispatches[t.id]) for t in threads])
         return
     print_table(
-        ["id", "ref", "env", "model", "created"],
-        [[t.id, t.parent_ref, t.env, t.model, t.created_at] for t in threads],
+        ["id", "ref", "env", "model", "state", "created"],
+        [
+            [
+                t.id,
+                t.parent_ref,
+                t.env,
+                t.model,
+                _state(dispatches[t.id]),
+                t.created_at,
+            ]
+            for t in threads
+        ],
     )
 
 
@@ -218,6 +235,35 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines()) or "  "
 
 
+class _WorkerHint:
+    """Say once on stderr when a dispatch waits with no worker to run it."""
+
+    poll_s = 1.0
+    #: Seconds a queued dispatch may wait before the hint is printed.
+    after_s = 5.0
+
+    def __init__(self, opened: Arbe) -> None:
+        self.opened = opened
+        self.started = time.monotonic()
+        self.shown = False
+
+    def check(self, thread_id: str) -> None:
+        if self.shown or time.monotonic() - self.started < self.after_s:
+            return
+        dispatch = self.opened.threads.dispatch(thread_id)
+        if dispatch is None or dispatch.state is not DispatchState.QUEUED:
+            return
+        now = self.opened.deps.clock.now()
+        with self.opened.deps.storage.unit_of_work(write=False) as uow:
+            busy = uow.dispatches.has_live_lease(self.opened.house.id, now)
+        if not busy:
+            sys.stderr.write(
+                f"Dispatch {dispatch.id} is queued and no worker is running; "
+                "start one with `arbe worker`.\n"
+            )
+            self.shown = True
+
+
 @entries_app.command("read")
 def entries_read(
     ctx: typer.Context,
@@ -252,7 +298,12 @@ def entries_read(
             emit(entry)
         return
     final: Dispatch | None = None
-    for item in service.follow(thread_id, after):
+    hint = _WorkerHint(arbe(ctx))
+
+    def idle() -> None:
+        hint.check(thread_id)
+
+    for item in service.follow(thread_id, after, poll=hint.poll_s, on_idle=idle):
         if isinstance(item, Dispatch):
             final = item
         else:
