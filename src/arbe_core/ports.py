@@ -10,11 +10,10 @@ import builtins
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self, final
+from typing import TYPE_CHECKING, Protocol, Self, final
 
 import attrs
 
-from arbe_core.chat import ChatMessage, ChatReply, ToolSpec
 from arbe_core.models import (
     Agent,
     AuditEvent,
@@ -27,14 +26,19 @@ from arbe_core.models import (
     SecretVersion,
     Thread,
 )
-from arbe_core.runtime import (
-    Capabilities,
-    Check,
-    ExecResult,
-    Health,
-    SandboxInfo,
-    SandboxSpec,
-)
+
+if TYPE_CHECKING:
+    # Only annotations use these, so importing the ports (which every CLI
+    # command does) need not load the chat and runtime models.
+    from arbe_core.chat import ChatMessage, ChatReply, ToolSpec
+    from arbe_core.runtime import (
+        Capabilities,
+        Check,
+        ExecResult,
+        Health,
+        SandboxInfo,
+        SandboxSpec,
+    )
 
 __all__ = [
     "AgentRepository",

@@ -111,10 +111,10 @@ def _app_for(args: list[str]) -> typer.Typer:
     """Return the app with only the top-level command or group that `args` names.
 
     Typer builds the click command of every registered function before it
-    parses the command line, and for all groups that took longer than
-    running `arbe secret list` itself. Without a known name (`arbe --help`,
-    a typo, shell completion) this returns the whole app, so help and usage
-    errors still list every command.
+    parses the command line. For all groups, that took longer than running
+    `arbe secret list` itself (benchmarks/cli_startup.py times both). Without
+    a known name (`arbe --help`, a typo, shell completion) this returns the
+    whole app, so help and usage errors still list every command.
     """
     if any(name.startswith("_ARBE_COMPLETE") for name in os.environ):
         return app

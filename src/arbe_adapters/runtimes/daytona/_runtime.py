@@ -62,6 +62,14 @@ __all__ = ["DaytonaRuntime"]
 logger = logging.getLogger("arbe.runtime.daytona")
 
 DEFAULT_AUTO_STOP_MINUTES = 15
+#: Seconds after a command ran in a sandbox during which `exec` takes the
+#: sandbox to be still started and does not look it up again. The lookup is
+#: one more API call per command (benchmarks/daytona_overhead.py times it).
+#: Daytona's auto-stop interval is a whole number of minutes of inactivity.
+#: NOTE: that a command counts as activity was not checked against the real
+#: service. If it does not, an auto-stop can fall inside this window, and the
+#: command then fails once with an arbe error.
+STARTED_TTL_S = 30.0
 
 
 @final
@@ -99,6 +107,9 @@ class DaytonaRuntime:
         self._caller = Caller(retry or RetryPolicy(), timeouts or Timeouts(), sleep)
         self._lock = threading.Lock()
         self._sdk: Daytona | None = None
+        #: Sandboxes that ran a command, by the id or name `exec` was given,
+        #: with the monotonic time the command ended.
+        self._started: dict[str, tuple[Sandbox, float]] = {}
 
     # --- Lifecycle -------------------------------------------------------------
 
@@ -176,6 +187,7 @@ class DaytonaRuntime:
             OperationTimedOut: not stopped in time. It names the last state.
         """
         sandbox = self._fetch(sandbox_id)
+        self._forget(sandbox.id)
         _lifecycle.stop(self._caller, sandbox)
         logger.info("Stopped Daytona sandbox %s", sandbox.id)
         return to_info(sandbox)
@@ -196,6 +208,7 @@ class DaytonaRuntime:
             logger.info("Daytona sandbox %s is already gone", sandbox_id)
             return False
 
+        self._forget(sandbox.id)
         if not _lifecycle.destroy(self._caller, sandbox):
             logger.info("Daytona sandbox %s is already gone", sandbox_id)
             return False
@@ -252,19 +265,37 @@ class DaytonaRuntime:
         output. The request is sent again only after a 429, because a resent
         command could run twice.
 
+        A sandbox that ran a command through this object less than
+        `STARTED_TTL_S` seconds ago is not looked up again. If something
+        else stopped it meanwhile, the command fails with an arbe error, and
+        the next call looks the sandbox up and starts it.
+
         Raises:
             SandboxNotFound: no such sandbox, or it is another house's.
         """
         if timeout <= 0:
             raise InvalidInput(f"Invalid timeout {timeout!r}: it must be positive.")
-        sandbox = self._fetch(sandbox_id)
-        if raw_state(sandbox) != "started":
-            _lifecycle.start(self._caller, sandbox)
-            logger.info("Started Daytona sandbox %s to run a command", sandbox.id)
+        sandbox = self._recently_started(sandbox_id)
+        if sandbox is None:
+            sandbox = self._fetch(sandbox_id)
+            if raw_state(sandbox) != "started":
+                _lifecycle.start(self._caller, sandbox)
+                logger.info("Started Daytona sandbox %s to run a command", sandbox.id)
         workdir = command_dir(sandbox.labels, cwd)
-        return _lifecycle.run(
-            self._caller, sandbox, command, workdir, dict(env or {}), timeout
-        )
+        try:
+            result = _lifecycle.run(
+                self._caller, sandbox, command, workdir, dict(env or {}), timeout
+            )
+        except ArbeError:
+            self._forget(sandbox.id)
+            raise
+        if result.timed_out:
+            # No reply from the sandbox; look it up again next time.
+            self._forget(sandbox.id)
+        else:
+            with self._lock:
+                self._started[sandbox_id] = (sandbox, time.monotonic())
+        return result
 
     def diagnose(self) -> builtins.list[Check]:
         """Check that the key is set and that the API responds and accepts it."""
@@ -297,6 +328,20 @@ class DaytonaRuntime:
             if self._sdk is None:
                 self._sdk = build_client(self._context)
             return self._sdk
+
+    def _recently_started(self, sandbox_id: str) -> Sandbox | None:
+        with self._lock:
+            found = self._started.get(sandbox_id)
+        if found is None or time.monotonic() - found[1] > STARTED_TTL_S:
+            return None
+        return found[0]
+
+    def _forget(self, sandbox_id: str) -> None:
+        """Drop the sandbox from `_started`, whatever id or name it is kept by."""
+        with self._lock:
+            for key, (sandbox, _) in list(self._started.items()):
+                if sandbox.id == sandbox_id:
+                    del self._started[key]
 
     def _fetch(self, sandbox_id: str) -> Sandbox:
         sandbox = self._caller.call(
