@@ -36,13 +36,13 @@ class SecretService:
 
     def list(self) -> list[Secret]:
         """Return the house's secrets (metadata only)."""
-        with self.deps.storage.unit_of_work() as uow:
+        with self.deps.storage.unit_of_work(write=False) as uow:
             return uow.secrets.list(self.house.id)
 
     def view(self, name: str) -> Secret:
         """Return one secret's metadata, or raise `SecretNotFound`."""
         check_secret_name(name)
-        with self.deps.storage.unit_of_work() as uow:
+        with self.deps.storage.unit_of_work(write=False) as uow:
             secret = uow.secrets.get(self.house.id, name)
         if secret is None:
             raise SecretNotFound(name, self.house.name)
@@ -145,7 +145,7 @@ class SecretService:
     def history(self, name: str) -> builtins.list[SecretVersion]:
         """Return the kept versions of the secret, newest first."""
         self.view(name)
-        with self.deps.storage.unit_of_work() as uow:
+        with self.deps.storage.unit_of_work(write=False) as uow:
             return uow.secrets.versions(self.house.id, name)
 
     def rollback(self, name: str, version: int) -> Secret:
@@ -156,7 +156,7 @@ class SecretService:
             SecretVersionNotFound: the version is not kept.
         """
         self.view(name)
-        with self.deps.storage.unit_of_work() as uow:
+        with self.deps.storage.unit_of_work(write=False) as uow:
             kept = [v.version for v in uow.secrets.versions(self.house.id, name)]
             sealed = uow.secrets.sealed(self.house.id, name, version)
             if sealed is None:
@@ -173,7 +173,7 @@ class SecretService:
         secret counts as missing. Without it, the house itself resolves, and
         may use any secret.
         """
-        with self.deps.storage.unit_of_work() as uow:
+        with self.deps.storage.unit_of_work(write=False) as uow:
             secret = uow.secrets.get(self.house.id, name)
             if secret is None:
                 return None
