@@ -435,3 +435,26 @@ class TestDaytonaSandbox:
         assert json.loads(result.stdout)["error"] == "credential_missing"
         assert result.stderr == MISSING_KEY
         assert daytona.requests == []
+
+
+def test_sandbox_options_before_id(arbe_home: Path, tmp_path: Path) -> None:
+    """`arbe sandbox --runtime local ID` works like `arbe sandbox ID --runtime local`."""
+    repo = tmp_path / "opts-repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    (repo / "README").write_text("x\n")
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=repo, check=True)
+    created = run_arbe(
+        "env", "create", "opts", "--runtime", "local", "--repo", str(repo), "--json"
+    )
+    sandbox_id = json.loads(created.stdout)["sandbox_id"]
+
+    before = run_arbe("sandbox", "--runtime", "local", sandbox_id, "--json")
+    listed = run_arbe("sandbox", "--runtime", "local", "--json", "list")
+
+    assert before.returncode == 0, before.stderr
+    assert json.loads(before.stdout)["id"] == sandbox_id
+    assert listed.returncode == 0, listed.stderr
+    assert sandbox_id in [s["id"] for s in json.loads(listed.stdout)]

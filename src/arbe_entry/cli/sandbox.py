@@ -36,7 +36,24 @@ DEFAULT_SPRITE = "default"
 
 
 class _SandboxGroup(TyperGroup):
-    """Treat `arbe sandbox ID` as `arbe sandbox view ID`."""
+    """Treat `arbe sandbox ID` as `arbe sandbox view ID`.
+
+    Options of the commands (`--runtime R`, `--json`) may also come before
+    the command or ID, as in `arbe sandbox --runtime local ID`.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        leading: list[str] = []
+        rest = list(args)
+        while rest and (
+            rest[0] in ("--runtime", "--json") or rest[0].startswith("--runtime=")
+        ):
+            take = 2 if rest[0] == "--runtime" and len(rest) > 1 else 1
+            leading += rest[:take]
+            rest = rest[take:]
+        if leading and rest:
+            args = [rest[0], *leading, *rest[1:]]
+        return super().parse_args(ctx, args)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
