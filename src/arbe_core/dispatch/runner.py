@@ -138,16 +138,20 @@ class DispatchRunner:
         trigger: int | None = dispatch.trigger_seq
         seen = 0
         late_after: int | None = None
+        # The thread is read once, then only its new entries: a dispatch on a
+        # long thread would otherwise read it again for every bot.
+        entries = self._entries(thread.id)
         while trigger is not None:
-            agents = self._choose_agents(self._entries(thread.id), trigger)
+            agents = self._choose_agents(entries, trigger)
             works = [self._prepare(thread, env, agent) for agent in agents]
             for work in works:
-                entries = self._entries(thread.id)
+                entries = self._entries(thread.id, entries)
                 messages = self._messages(env, work, entries, late_after)
                 seen = max(seen, entries[-1].seq if entries else 0)
                 self._loop(thread, work, messages)
             late_after = seen
             trigger = self._complete_unless_more(dispatch, seen)
+            entries = self._entries(thread.id, entries)
         return self._state(dispatch.id)
 
     def _complete_unless_more(self, dispatch: Dispatch, seen: int) -> int | None:
@@ -224,8 +228,9 @@ class DispatchRunner:
             current = uow.dispatches.get(dispatch_id)
         return current.state if current else DispatchState.FAILED
 
-    def _entries(self, thread_id: str) -> list[Entry]:
-        result: list[Entry] = []
+    def _entries(self, thread_id: str, known: list[Entry] | None = None) -> list[Entry]:
+        """Return the thread's entries, reading only those past `known`."""
+        result: list[Entry] = list(known or [])
         with self.deps.storage.unit_of_work(write=False) as uow:
             while True:
                 batch = uow.entries.after(
