@@ -8,6 +8,8 @@ from arbe_core.errors import InvalidInput, InvalidName
 
 __all__ = [
     "MAX_SECRET_BYTES",
+    "SECRET_NAME_PATTERN",
+    "SLUG_PATTERN",
     "check_model_ref",
     "check_secret_name",
     "check_slug",
@@ -15,8 +17,12 @@ __all__ = [
     "split_model_ref",
 ]
 
-_SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
-_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
+#: The pattern of secret and binding names (matched in full).
+SECRET_NAME_PATTERN = re.compile(r"[A-Z_][A-Z0-9_]*")
+#: The pattern of environment, house and bot names (matched in full).
+SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_SECRET_NAME = SECRET_NAME_PATTERN
+_SLUG = SLUG_PATTERN
 MAX_SECRET_NAME = 128
 MAX_SLUG = 63
 MAX_SECRET_BYTES = 64 * 1024

@@ -23,19 +23,17 @@ def _ref(name: str) -> Schema:
 
 
 def _pattern(regex: Any) -> str:
-    # NOTE: reads the private compiled patterns of `arbe_core.names`, the one
-    # place the name rules live.
     return f"^(?:{regex.pattern})$"
 
 
 SECRET_NAME: Schema = {
     "type": "string",
-    "pattern": _pattern(names._SECRET_NAME),
+    "pattern": _pattern(names.SECRET_NAME_PATTERN),
     "maxLength": names.MAX_SECRET_NAME,
 }
 SLUG: Schema = {
     "type": "string",
-    "pattern": _pattern(names._SLUG),
+    "pattern": _pattern(names.SLUG_PATTERN),
     "maxLength": names.MAX_SLUG,
 }
 TIME: Schema = {"type": "string", "format": "date-time"}

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import attrs
 
-# NOTE: arbe has no public import path for LocalRuntime yet, so this imports
-# it from its private module.
-from arbe_adapters.runtimes.local._runtime import LocalRuntime
+from arbe_adapters.runtimes.local import LocalRuntime
 from arbe_core.runtime import RuntimeContext
 
 
