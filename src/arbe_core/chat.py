@@ -62,20 +62,20 @@ class Usage:
 @final
 @attrs.frozen
 class ChatReply:
-    """A model's answer: text, tool calls, finish reason and usage."""
+    """A model's reply: text, tool calls, finish reason and usage."""
 
     text: str | None
     tool_calls: tuple[ToolCall, ...]
     finish_reason: str
     usage: Usage = attrs.field(factory=Usage)
-    #: The model that answered, which may differ from the one asked for.
+    #: The model that replied, which may differ from the requested one.
     model: str | None = None
 
 
 @final
 @attrs.frozen
 class ProviderContext:
-    """What a model-provider factory is given to build one chat model.
+    """The inputs a model-provider factory gets to build one chat model.
 
     `model` is the part of the ref after the provider, for example
     `anthropic/claude-haiku-4.5` for `openrouter/anthropic/claude-haiku-4.5`.

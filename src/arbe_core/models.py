@@ -29,14 +29,14 @@ DEFAULT_AGENT = "arbe"
 
 
 class SecretAudience(enum.StrEnum):
-    """Who a secret is for: a sandbox (`environment`) or arbe itself."""
+    """The audience of a secret: a sandbox (`environment`) or arbe itself."""
 
     ENVIRONMENT = "environment"
     CAPABILITY = "capability"
 
 
 class EntryKind(enum.StrEnum):
-    """What an entry of a thread records."""
+    """The kind of record an entry of a thread is."""
 
     MESSAGE = "message"
     TOOL_CALL = "tool_call"
@@ -110,7 +110,7 @@ class SecretBinding:
 @final
 @attrs.frozen
 class Environment:
-    """Where a bot works: one sandbox, its allowed repos and bound secrets."""
+    """A bot's workplace: one sandbox, its allowed repos and bound secrets."""
 
     house_id: str
     name: str

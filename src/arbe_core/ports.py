@@ -87,7 +87,7 @@ class IdFactory(Protocol):
 @final
 @attrs.frozen
 class SealContext:
-    """What a sealed value is bound to, and the house key that seals it.
+    """The binding of a sealed value, and the house key that seals it.
 
     The house id, secret name and version are bound as associated data, so a
     sealed value copied onto another secret, version or house does not open.
@@ -414,7 +414,7 @@ class UnitOfWork(Protocol):
 
 
 class Storage(Protocol):
-    """Where a home keeps its houses; hands out units of work."""
+    """The store of a home's houses, which hands out units of work."""
 
     def unit_of_work(self, write: bool = True) -> UnitOfWork:
         """Return a new unit of work; a transaction starts when it is entered.
@@ -511,7 +511,7 @@ class Runtime(Protocol):
 
         `env` values arrive byte for byte and are never expanded; they are
         never placed on a command line. A command over `timeout` seconds is
-        killed with every process it started, and its result says it timed
+        killed with every process it started, and its result reports that it timed
         out and keeps the output made before the deadline.
         """
         ...
@@ -549,7 +549,7 @@ class Models(Protocol):
         ...
 
     def credential_name(self, provider: str) -> str | None:
-        """Return the secret that holds the provider's key, or None."""
+        """Return the name of the secret with the provider's key, or None."""
         ...
 
     def key_source(self, provider: str) -> str | None:

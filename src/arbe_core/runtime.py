@@ -30,7 +30,7 @@ DEFAULT_OUTPUT_CAP = 64 * 1024
 
 
 class SandboxState(enum.StrEnum):
-    """The states arbe tells apart, whatever words a runtime uses."""
+    """The sandbox states arbe distinguishes, whatever words a runtime uses."""
 
     CREATING = "creating"
     STARTED = "started"
@@ -49,7 +49,7 @@ class SandboxState(enum.StrEnum):
 @final
 @attrs.frozen
 class Capabilities:
-    """What a runtime can do; an operation it lacks raises `Unsupported`."""
+    """The operations a runtime supports. One it lacks raises `Unsupported`."""
 
     #: `stop` and `start` change the sandbox. False means they are no-ops
     #: that report the real status (a runtime whose sandboxes sleep).
@@ -69,7 +69,7 @@ class Capabilities:
 @final
 @attrs.frozen
 class SandboxSpec:
-    """What `provision` should make."""
+    """The request to `provision`: labels, name, repo and auto-stop."""
 
     labels: Mapping[str, str]
     #: A name to create the sandbox under; the runtime picks one when None.
@@ -115,7 +115,7 @@ class SandboxInfo:
 @final
 @attrs.frozen
 class Health:
-    """The result of `ping`: the state seen and how long the answer took."""
+    """The result of `ping`: the state seen and the round-trip latency."""
 
     state: SandboxState
     latency_ms: float
@@ -163,7 +163,7 @@ class Check:
 @final
 @attrs.frozen
 class RuntimeContext:
-    """What a runtime factory is given to build a runtime for one house.
+    """The inputs a runtime factory gets to build a runtime for one house.
 
     `config` looks a setting up by name: the process environment first, then
     a house secret of that name, else None. The composition root builds it,

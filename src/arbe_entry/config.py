@@ -1,4 +1,4 @@
-"""Where arbe keeps its files, read from options and the environment."""
+"""The settings of an arbe process: its files, read from options and the environment."""
 
 from __future__ import annotations
 

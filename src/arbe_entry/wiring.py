@@ -98,7 +98,7 @@ class PluginModels:
         return sorted(self.plugins.providers)
 
     def credential_name(self, provider: str) -> str | None:
-        """Return the secret that holds the provider's key, or None."""
+        """Return the name of the secret with the provider's key, or None."""
         return self.plugins.provider_registration(provider).credential
 
     def _key(self, provider: str) -> tuple[str | None, str | None]:

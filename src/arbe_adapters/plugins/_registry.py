@@ -156,7 +156,7 @@ def load_plugins(
     plugins = Plugins(manager)
     runtime_registrar = _registrar(plugins, plugins.runtimes, "runtime")
     provider_registrar = _registrar(plugins, plugins.providers, "provider")
-    # Each implementation gets a registrar that knows its plugin, so
+    # Each implementation gets a registrar bound to its plugin, so
     # `arbe plugins` can tell who registered what.
     for impl in manager.hook.register_runtimes.get_hookimpls():
         impl.function(register=runtime_registrar(impl.plugin_name))

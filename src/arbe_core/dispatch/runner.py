@@ -56,7 +56,7 @@ INTERRUPTED = (
 
 
 class DispatchFailed(ArbeError):
-    """The dispatch cannot go on; the message says what is missing and the fix."""
+    """The dispatch cannot go on. The message names what is missing and the fix."""
 
 
 class Stopped(Exception):
@@ -65,7 +65,7 @@ class Stopped(Exception):
 
 @attrs.define
 class _Work:
-    """What one bot's loop works with."""
+    """The model, tools, sandbox and secrets of one bot's loop."""
 
     agent: Agent
     model: ChatModel
@@ -543,7 +543,7 @@ class DispatchRunner:
     # --- The loop ------------------------------------------------------------
 
     def _loop(self, thread: Thread, work: _Work, messages: list[ChatMessage]) -> str:
-        """Call the model and run its tools until it answers without tool calls.
+        """Call the model and run its tools until it replies without tool calls.
 
         Returns:
             The bot's last text.

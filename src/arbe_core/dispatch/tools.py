@@ -10,7 +10,7 @@ from arbe_core.errors import InvalidInput
 
 __all__ = ["DELEGATE_TASK", "RUN_COMMAND", "parse_arguments"]
 
-#: The longest a single command may run, in seconds.
+#: The maximum time a single command may run, in seconds.
 MAX_TIMEOUT_S = 3600.0
 DEFAULT_TIMEOUT_S = 600.0
 

@@ -16,7 +16,7 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger("arbe.worker")
 
-#: How long a claim lasts without renewal. A worker that dies holds its
+#: How long a claim lasts without renewal. A worker that dies keeps its
 #: dispatches this long before another worker may take them over.
 DEFAULT_LEASE_S = 30.0
 

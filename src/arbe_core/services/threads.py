@@ -15,7 +15,7 @@ from arbe_core.services.agents import AgentService
 
 __all__ = ["ThreadService", "append_entry"]
 
-#: The longest text a user entry may have.
+#: The maximum length of a user entry, in characters.
 MAX_ENTRY_CHARS = 256 * 1024
 _MAX_PARENT_REF = 200
 
@@ -74,7 +74,9 @@ class ThreadService:
             self.agents.check_model(model)
         with self.deps.storage.unit_of_work() as uow:
             house = uow.houses.get(self.house.id)
-            env_name = env if env is not None else (house.active_env if house else None)
+            env_name = env
+            if env_name is None and house is not None:
+                env_name = house.active_env
             if env_name is not None:
                 check_slug(env_name, "environment")
                 if uow.environments.get(self.house.id, env_name) is None:
@@ -120,7 +122,7 @@ class ThreadService:
         no second dispatch is queued.
 
         Returns:
-            The entry and the dispatch that will answer it.
+            The entry and the dispatch that will reply to it.
         """
         self.get(thread_id)
         if not text.strip():

@@ -1,4 +1,4 @@
-"""What every command group shares: the opened house, output and JSON."""
+"""Helpers every command group shares: the opened house, output and JSON."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Print rows as aligned columns on stdout (plain text, no colour)."""
     table = [[_cell(c) for c in row] for row in rows]
     if not table:
-        # stdout stays empty for scripts; a person still sees an answer.
+        # stdout stays empty for scripts, and a person still gets a reply.
         sys.stderr.write("(none)\n")
         return
     widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]

@@ -106,8 +106,8 @@ def rotate_key(ctx: typer.Context, json_: JsonOption = False) -> None:
     """Rewrap every house's data key under a new master key.
 
     Values are not decrypted. With a key file, the new key replaces it
-    atomically; with ARBE_MASTER_KEY, the new key is printed once on stdout
-    and must replace the variable's value.
+    atomically. With ARBE_MASTER_KEY, the new key is printed once on stdout,
+    and you must put it in the variable yourself.
     """
     from arbe_entry.keys import rotate_master_key
 

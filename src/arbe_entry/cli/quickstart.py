@@ -47,7 +47,7 @@ def test_command(repo: Path) -> str:
     makefile = repo / "Makefile"
     if makefile.exists() and "test:" in makefile.read_text(errors="replace"):
         return "make test"
-    # No test runner was recognised: show the tree so the run still says
+    # No test runner was recognised: show the tree so the run still prints
     # something, and `--command` sets the real one.
     return "echo 'No test command recognised; give one with --command.' && ls -la"
 
